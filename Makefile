@@ -1,0 +1,42 @@
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --progress-bar off -q
+DEPS_STAMP := $(VENV)/.cobra-deps.stamp
+
+# DDS traffic of tests/demos stays on this machine, and a random domain keeps parallel runs
+# (CI, other developers on the same host) from seeing each other's topics.
+RUN_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$((RANDOM % 100 + 101))}
+
+.PHONY: venv test demo soak clean distclean
+
+venv: $(DEPS_STAMP)
+	tools/build_interfaces.sh $(VENV)
+
+# torch/torchvision first and pinned: they are the only pair that imports here (timm imports
+# torchvision), and nothing installed later may pull another torch.
+$(DEPS_STAMP): requirements.txt constraints.txt setup.py setup.cfg
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -c constraints.txt -r requirements.txt
+	$(PIP) install --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	touch $@
+
+test: venv
+	$(RUN_ENV) $(PY) -m pytest -q test
+
+demo: venv
+	$(RUN_ENV) $(PY) -m cobra_ros.demo
+
+soak: venv
+	$(RUN_ENV) $(PY) -m cobra_ros.soak
+
+clean:
+	rm -rf build install log .pytest_cache *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
