@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip --progress-bar off -q
+PIP_INSTALL := $(PY) -m pip install -q --progress-bar off
 DEPS_STAMP := $(VENV)/.cobra-deps.stamp
 
 # DDS traffic of tests/demos stays on this machine, and a random domain keeps parallel runs
@@ -20,9 +20,9 @@ venv: $(DEPS_STAMP)
 # torchvision), and nothing installed later may pull another torch.
 $(DEPS_STAMP): requirements.txt constraints.txt setup.py setup.cfg
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -c constraints.txt -r requirements.txt
-	$(PIP) install --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	$(PIP_INSTALL) -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PIP_INSTALL) -c constraints.txt -r requirements.txt
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	touch $@
 
 test: venv
