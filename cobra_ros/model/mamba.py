@@ -1,0 +1,237 @@
+"""Mamba-1 language model in plain PyTorch, with an explicit constant-size recurrent state.
+
+Two ways through a layer, which agree numerically:
+  * prefill: a chunked parallel selective scan over a whole sequence (optionally continuing a state);
+  * step: the single-token recurrence used for decoding.
+Module and parameter names follow the release (`backbone.layers.N.mixer.in_proj.weight`, ...), so the
+checkpoint's `llm_backbone` state dict loads under the `llm.` prefix. On CUDA with `mamba_ssm` installed
+the scan and the step use its kernels (see `kernels.py`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cobra_ros.model import kernels
+from cobra_ros.model.config import MambaConfig
+
+
+@dataclass
+class MambaState:
+    """The whole recurrent state of the LM for a batch: fixed size whatever the sequence length."""
+
+    conv: torch.Tensor  # (n_layer, batch, d_inner, d_conv): the last d_conv inputs of each depthwise conv
+    ssm: torch.Tensor  # (n_layer, batch, d_inner, d_state), float32
+
+    @classmethod
+    def zeros(cls, cfg: MambaConfig, batch: int, device=None, dtype=torch.float32) -> "MambaState":
+        return cls(torch.zeros(cfg.n_layer, batch, cfg.d_inner, cfg.d_conv, device=device, dtype=dtype),
+                   torch.zeros(cfg.n_layer, batch, cfg.d_inner, cfg.d_state, device=device, dtype=torch.float32))
+
+    def clone(self) -> "MambaState":
+        return MambaState(self.conv.clone(), self.ssm.clone())
+
+    def select(self, index) -> "MambaState":
+        return MambaState(self.conv[:, index], self.ssm[:, index])
+
+    @staticmethod
+    def cat(states: list["MambaState"]) -> "MambaState":
+        return MambaState(torch.cat([s.conv for s in states], 1), torch.cat([s.ssm for s in states], 1))
+
+    @property
+    def batch(self) -> int:
+        return self.conv.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return self.conv.nbytes + self.ssm.nbytes
+
+
+def selective_scan(x, delta, A, B, C, D, h0=None, chunk: int = 16, max_decay: float = 60.0):
+    """Reference selective scan in float32, parallel within chunks of up to `chunk` steps.
+
+    x, delta: (b, L, d); A: (d, n); B, C: (b, L, n); D: (d,); h0: (b, d, n) or None.
+    Returns y (b, L, d) and the final state (b, d, n). With a_t the running sum of delta*A inside a chunk,
+    h_t = exp(a_t) * (h_prev + sum_{s<=t} exp(-a_s) delta_s B_s x_s): two cumsums instead of a loop. A
+    chunk whose total decay would overflow exp(-a) is halved until it fits (down to one exact step).
+    """
+    b, L, d = x.shape
+    h = x.new_zeros(b, d, A.shape[1], dtype=torch.float32) if h0 is None else h0.float()
+    x, delta, B, C = x.float(), delta.float(), B.float(), C.float()
+    dA = delta[..., None] * A  # (b, L, d, n), all <= 0
+    xB = (delta * x)[..., None] * B[:, :, None]
+    ys, start = [], 0
+    while start < L:
+        T = min(chunk, L - start)
+        a = torch.cumsum(dA[:, start:start + T], dim=1)
+        while T > 1 and -a[:, T - 1].min() > max_decay:
+            T //= 2
+            a = a[:, :T]
+        hs = torch.exp(a) * (h[:, None] + torch.cumsum(torch.exp(-a) * xB[:, start:start + T], dim=1))
+        ys.append((hs * C[:, start:start + T, None]).sum(-1))
+        h = hs[:, -1]
+        start += T
+    return torch.cat(ys, dim=1) + x * D, h
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (out * self.weight.float()).to(self.weight.dtype)
+
+
+class Mixer(nn.Module):
+    """The Mamba (S6) mixer: in_proj -> causal depthwise conv -> selective scan, gated -> out_proj."""
+
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        d, di, n, r = cfg.d_model, cfg.d_inner, cfg.d_state, cfg.dt_rank
+        self.d_conv = cfg.d_conv
+        self.in_proj = nn.Linear(d, 2 * di, bias=False)
+        self.conv1d = nn.Conv1d(di, di, cfg.d_conv, groups=di, padding=cfg.d_conv - 1, bias=True)
+        self.x_proj = nn.Linear(di, r + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(r, di, bias=True)
+        self.A_log = nn.Parameter(torch.empty(di, n))
+        self.D = nn.Parameter(torch.empty(di))
+        self.out_proj = nn.Linear(di, d, bias=False)
+        self.dims = (r, n)
+
+    def _ssm_inputs(self, x):
+        r, n = self.dims
+        dt, B, C = torch.split(self.x_proj(x), [r, n, n], dim=-1)
+        return dt, B, C
+
+    def forward(self, h, conv_state=None, ssm_state=None):
+        """h: (b, L, d_model); states None for a fresh sequence. Returns output and the new conv and ssm
+        states; the given states are not modified."""
+        x, z = self.in_proj(h).chunk(2, dim=-1)
+        x = x.transpose(1, 2)
+        past = x.new_zeros(*x.shape[:2], self.d_conv - 1) if conv_state is None else conv_state[..., 1:].to(x.dtype)
+        xt = torch.cat([past, x], dim=-1)  # (b, di, d_conv - 1 + L)
+        new_conv = xt[..., -self.d_conv:]
+        x = F.silu(F.conv1d(xt, self.conv1d.weight, self.conv1d.bias, groups=xt.shape[1])).transpose(1, 2)
+        dt, B, C = self._ssm_inputs(x)
+        A = -torch.exp(self.A_log.float())
+        if ssm_state is None and kernels.available(x):  # the CUDA scan cannot start from a given state
+            y, new_ssm = kernels.scan(x, dt, self.dt_proj, A, B, C, self.D, z)
+        else:
+            delta = F.softplus(self.dt_proj(dt).float())
+            y, new_ssm = selective_scan(x, delta, A, B, C, self.D.float(), ssm_state)
+            y = y.to(x.dtype) * F.silu(z)
+        return self.out_proj(y.to(h.dtype)), new_conv, new_ssm
+
+    def step(self, h, conv_state, ssm_state):
+        """One token, h: (b, d_model). Updates the two states in place (they belong to the caller)."""
+        x, z = self.in_proj(h).chunk(2, dim=-1)
+        if kernels.available(x):
+            y = kernels.step(x, z, self, conv_state, ssm_state)
+            return self.out_proj(y)
+        conv_state.copy_(torch.roll(conv_state, -1, dims=-1))
+        conv_state[..., -1] = x
+        x = F.silu((conv_state * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
+        dt, B, C = self._ssm_inputs(x)
+        delta = F.softplus(self.dt_proj(dt).float())
+        A = -torch.exp(self.A_log.float())
+        ssm_state.mul_(torch.exp(delta[..., None] * A)).add_((delta * x.float())[..., None] * B.float()[:, None])
+        y = (ssm_state @ C.float()[..., None]).squeeze(-1) + self.D.float() * x.float()
+        return self.out_proj((y.to(x.dtype) * F.silu(z)))
+
+
+class Block(nn.Module):
+    """Add -> RMSNorm -> Mixer, carrying the residual stream (in fp32, as the release runs it)."""
+
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        self.mixer = Mixer(cfg)
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_epsilon)
+        self.residual_in_fp32 = cfg.residual_in_fp32
+
+    def _add_norm(self, h, residual):
+        residual = h if residual is None else h + residual
+        normed = self.norm(residual.to(self.norm.weight.dtype))
+        return normed, residual.float() if self.residual_in_fp32 else residual
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = RMSNorm(cfg.d_model, cfg.norm_epsilon)
+
+
+class MambaLM(nn.Module):
+    """Backbone + tied LM head. `forward` prefills embeddings, `step` decodes one token."""
+
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = Backbone(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+        self.lm_head.weight = self.backbone.embedding.weight
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.backbone.embedding(ids)
+
+    def _final(self, h, residual):
+        residual = h + residual
+        return self.backbone.norm_f(residual.to(self.backbone.norm_f.weight.dtype))
+
+    def forward(self, embeds: torch.Tensor, state: MambaState | None = None, last_only: bool = False):
+        """embeds: (b, L, d_model). Returns logits (b, L or 1, vocab) and the state after the sequence.
+
+        `state` is read, never written: pass the same FrameState state to many prompts.
+        """
+        convs, ssms = [], []
+        h, residual = embeds, None
+        for i, layer in enumerate(self.backbone.layers):
+            normed, residual = layer._add_norm(h, residual)
+            past = (None, None) if state is None else (state.conv[i], state.ssm[i])
+            h, conv, ssm = layer.mixer(normed, *past)
+            convs.append(conv)
+            ssms.append(ssm)
+        if last_only:
+            h, residual = h[:, -1:], residual[:, -1:]
+        logits = self.lm_head(self._final(h, residual))
+        return logits, MambaState(torch.stack(convs), torch.stack(ssms))
+
+    def step(self, ids: torch.Tensor, state: MambaState) -> torch.Tensor:
+        """ids: (b,) next tokens. Advances `state` in place and returns logits (b, vocab)."""
+        h, residual = self.embed(ids), None
+        for i, layer in enumerate(self.backbone.layers):
+            normed, residual = layer._add_norm(h, residual)
+            h = layer.mixer.step(normed, state.conv[i], state.ssm[i])
+        return self.lm_head(self._final(h, residual))
+
+
+@torch.no_grad()
+def init_weights(model: MambaLM, generator: torch.Generator | None = None) -> None:
+    """Mamba's initialisation: S4D-real A, log-uniform dt in [1e-3, 1e-1], scaled residual projections."""
+    cfg = model.cfg
+    nn.init.normal_(model.backbone.embedding.weight, std=0.02, generator=generator)
+    for layer in model.backbone.layers:
+        m = layer.mixer
+        for lin in (m.in_proj, m.x_proj):
+            nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)
+        nn.init.kaiming_uniform_(m.conv1d.weight, a=math.sqrt(5), generator=generator)
+        nn.init.uniform_(m.conv1d.bias, -1 / math.sqrt(cfg.d_conv), 1 / math.sqrt(cfg.d_conv), generator=generator)
+        nn.init.uniform_(m.dt_proj.weight, -cfg.dt_rank ** -0.5, cfg.dt_rank ** -0.5, generator=generator)
+        u = torch.rand(cfg.d_inner, generator=generator)
+        dt = torch.exp(u * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
+        m.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        m.A_log.copy_(torch.log(torch.arange(1, cfg.d_state + 1, dtype=torch.float32)).repeat(cfg.d_inner, 1))
+        m.D.fill_(1.0)
+        nn.init.kaiming_uniform_(m.out_proj.weight, a=math.sqrt(5), generator=generator)
+        m.out_proj.weight /= math.sqrt(cfg.n_layer)
+        layer.norm.weight.fill_(1.0)
+    model.backbone.norm_f.weight.fill_(1.0)
