@@ -1,0 +1,193 @@
+"""The state engine: encode a frame once, then ask it many questions.
+
+Mamba's recurrent state after [BOS, image] is a few MB whatever the prompt length. `encode` computes it
+once (vision + projector + prefill); `ask` and `yes_no` fork it and pay only for their own tokens.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from cobra_ros.model.checkpoint import load_model_dir
+from cobra_ros.model.cobra import Cobra
+from cobra_ros.model.mamba import MambaState
+from cobra_ros.model.tokenizer import DESCRIBE_PROMPT, ChatTokenizer
+from cobra_ros.model.vision import as_rgb_array
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TokenCallback = Callable[[str, int], None]  # (new text piece, tokens so far)
+
+
+def resolve_dtype(dtype, device) -> torch.dtype:
+    if dtype is None:
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class FrameState:
+    """The LM state after [BOS, image] for one frame; never modified by questions."""
+
+    state: MambaState
+    num_prefix_tokens: int
+    encode_ms: float
+    image_shape: tuple = ()
+
+    @property
+    def nbytes(self) -> int:
+        return self.state.nbytes
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    encode_ms: float = 0.0  # set when this call also encoded the frame (describe)
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    finish_reason: str = "eos"  # "eos" | "length" | "cancelled"
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return 1000.0 * self.num_tokens / self.decode_ms if self.decode_ms > 0 else 0.0
+
+
+def _ms_since(t0: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) * 1000.0
+
+
+class _Stream:
+    """Incremental detokenisation: emits only text that is complete (no half UTF-8 characters)."""
+
+    def __init__(self, tokenizer: ChatTokenizer, on_token: TokenCallback | None):
+        self.tokenizer, self.on_token, self.ids, self.text = tokenizer, on_token, [], ""
+
+    def push(self, token_id: int) -> None:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids)
+        if self.on_token is not None and not text.endswith("\ufffd"):
+            piece, self.text = text[len(self.text):], text
+            self.on_token(piece, len(self.ids))
+
+
+class CobraEngine:
+    def __init__(self, model: Cobra, tokenizer: ChatTokenizer, name: str = ""):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.name = name or model.cfg.model_id
+
+    @classmethod
+    def load(cls, path: str | Path, device="cpu", dtype=None) -> "CobraEngine":
+        device = torch.device(device)
+        model, tokenizer = load_model_dir(path, device=device, dtype=resolve_dtype(dtype, device))
+        return cls(model, tokenizer, name=Path(path).name)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # -- frames ---------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_batch(self, images: Sequence) -> list[FrameState]:
+        """Vision + projector + prefill of [BOS, image] for frames of one size; one FrameState each."""
+        arrays = [as_rgb_array(im) for im in images]
+        if len({a.shape for a in arrays}) != 1:
+            return [fs for a in arrays for fs in self.encode_batch([a])]
+        t0 = time.perf_counter()
+        pixels = torch.from_numpy(np.stack(arrays)).to(self.device)
+        prefix = self.model.prefix_embeds(self.model.image_tokens(pixels), self.tokenizer.bos_id)
+        _, state = self.model.llm(prefix, last_only=True)
+        ms = _ms_since(t0, self.device) / len(arrays)
+        return [FrameState(state.select(slice(i, i + 1)).clone(), prefix.shape[1], ms, arrays[i].shape)
+                for i in range(len(arrays))]
+
+    def encode(self, image) -> FrameState:
+        return self.encode_batch([image])[0]
+
+    # -- questions ------------------------------------------------------------------------------------------
+    def _prefill(self, frame: FrameState, question: str) -> tuple[torch.Tensor, MambaState]:
+        ids = torch.tensor([self.tokenizer.prompt_ids(question)], device=self.device)
+        logits, state = self.model.llm(self.model.llm.embed(ids), frame.state, last_only=True)
+        return logits[:, -1].float(), state
+
+    @torch.inference_mode()
+    def yes_no_batch(self, frames: Sequence[FrameState], questions: Sequence[str]) -> list[float]:
+        """P(yes) per (frame, question), from the next-token distribution renormalised over Yes/No."""
+        probs = []
+        for frame, question in zip(frames, questions, strict=True):
+            logits, _ = self._prefill(frame, question)
+            pair = torch.softmax(logits[0], -1)[[self.tokenizer.yes_id, self.tokenizer.no_id]]
+            probs.append(float(pair[0] / pair.sum()))
+        return probs
+
+    def yes_no(self, frame: FrameState, question: str) -> float:
+        return self.yes_no_batch([frame], [question])[0]
+
+    @torch.inference_mode()
+    def ask_batch(self, frames: Sequence[FrameState], questions: Sequence[str], max_new_tokens: int = 64,
+                  on_token: Sequence[TokenCallback | None] | None = None, cancel: Callable[[], bool] | None = None,
+                  temperature: float = 0.0, seed: int | None = None) -> list[Answer]:
+        """Answer each question about its frame, decoding all of them together, greedy unless temperature > 0."""
+        n = len(frames)
+        if len(questions) != n:
+            raise ValueError(f"{n} frames but {len(questions)} questions")
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        callbacks = list(on_token) if on_token is not None else [None] * n
+        t0 = time.perf_counter()
+        prefilled = [self._prefill(f, q) for f, q in zip(frames, questions)]
+        logits = torch.cat([p[0] for p in prefilled])
+        state = MambaState.cat([p[1] for p in prefilled])
+        prefill_ms = _ms_since(t0, self.device)
+        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
+        streams = [_Stream(self.tokenizer, cb) for cb in callbacks]
+        finish = [None] * n
+        t1 = time.perf_counter()
+        for step in range(max_new_tokens):
+            if cancel is not None and cancel():
+                finish = [f or "cancelled" for f in finish]
+                break
+            tokens = self._pick(logits, temperature, generator)
+            for i, token in enumerate(tokens.tolist()):
+                if finish[i] is None:
+                    if token == self.tokenizer.eos_id:
+                        finish[i] = "eos"
+                    else:
+                        streams[i].push(token)
+            if all(finish) or step == max_new_tokens - 1:
+                break
+            logits = self.model.llm.step(tokens, state).float()
+        decode_ms = _ms_since(t1, self.device)
+        return [Answer(self.tokenizer.decode(s.ids).strip(), s.ids, 0.0, prefill_ms / n, decode_ms, f or "length")
+                for s, f in zip(streams, finish)]
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+        if temperature <= 0:
+            return logits.argmax(-1)
+        return torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
+
+    def ask(self, frame: FrameState, question: str, max_new_tokens: int = 64, on_token: TokenCallback | None = None,
+            cancel: Callable[[], bool] | None = None, **sampling) -> Answer:
+        return self.ask_batch([frame], [question], max_new_tokens, [on_token], cancel, **sampling)[0]
+
+    def describe(self, image, prompt: str = DESCRIBE_PROMPT, max_new_tokens: int = 256, **kwargs) -> Answer:
+        """The paper's path end to end: encode the frame, then answer the describe prompt."""
+        frame = self.encode(image)
+        answer = self.ask(frame, prompt, max_new_tokens, **kwargs)
+        answer.encode_ms = frame.encode_ms
+        return answer
