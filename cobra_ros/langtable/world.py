@@ -65,14 +65,24 @@ def _regular_star(points: int, outer: float, inner_ratio: float) -> np.ndarray:
     return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
 
 
-def _crescent(outer: float, offset: float, n: int = 24) -> np.ndarray:
-    # Outer disc minus an equal disc shifted by `offset`; the arcs meet at y = offset / 2.
-    tip = np.arcsin(offset / 2 / outer)
-    outer_arc = np.linspace(np.pi - tip, 2 * np.pi + tip, n)  # tip to tip around the bottom
-    inner_arc = np.linspace(2 * np.pi - tip, np.pi + tip, n)[1:-1]  # back along the bite
-    pts_outer = np.stack([outer * np.cos(outer_arc), outer * np.sin(outer_arc)], axis=1)
-    pts_inner = np.stack([outer * np.cos(inner_arc), offset + outer * np.sin(inner_arc)], axis=1)
-    return np.concatenate([pts_outer, pts_inner])
+def _crescent(width: float, height: float, thickness: float, n: int = 16) -> np.ndarray:
+    """A crescent with the given bounding box, opening upward, `thickness` thick at its middle.
+
+    The origin is the middle of the solid band on the symmetry axis (a crescent's centroid can fall
+    in its hollow, and the reported block position should lie on the block).
+    """
+    r = ((width / 2) ** 2 + height**2) / (2 * height)  # outer circle through both tips and the bottom
+    tip_y = height - r
+    tip_x = np.sqrt(r * r - tip_y * tip_y)
+    tip = np.arcsin(tip_y / r)
+    d = (r * r - (r - thickness) ** 2) / (2 * (r - thickness + tip_y))  # inner circle centre (0, d)
+    r_in = d + r - thickness
+    inner_tip = np.arctan2(tip_y - d, tip_x)
+    outer = np.linspace(np.pi - tip, 2 * np.pi + tip, n)
+    inner = np.linspace(inner_tip, -np.pi - inner_tip, n)[1:-1]
+    pts = np.concatenate([np.stack([r * np.cos(outer), r * np.sin(outer)], 1),
+                          np.stack([r_in * np.cos(inner), d + r_in * np.sin(inner)], 1)])
+    return pts - [0.0, -r + thickness / 2]
 
 
 def _centred(poly: np.ndarray) -> np.ndarray:
@@ -90,7 +100,7 @@ def _centred(poly: np.ndarray) -> np.ndarray:
 # pentagon 4.44x4.13 cm).
 FOOTPRINTS = {
     "cube": _centred(np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * 0.01985),
-    "moon": _centred(_crescent(0.029, 0.0257)),
+    "moon": _crescent(0.0525, 0.0257, 0.012),
     "star": _centred(_regular_star(5, 0.02334, 0.5)),
     "pentagon": _centred(_regular_star(5, 0.02334, 1.0)[::2]),
 }
@@ -303,7 +313,7 @@ def _capsule(cam: Camera, a, b, radius, n=16) -> np.ndarray:
 
 
 def _to_255(rgb, gain=1.0):
-    return tuple(float(np.clip(c * gain * 255, 0, 255)) for c in rgb)
+    return tuple(min(255.0, max(0.0, float(c) * gain * 255)) for c in rgb)
 
 
 def _arm_links(effector_xy):
@@ -348,8 +358,6 @@ def render(scene: Scene, size=DEFAULT_SIZE) -> Rendered:
         _fill(labels, [poly], 255, aa=False)
     for poly, (a, b, r) in zip(arm_polys, _arm_links(scene.effector)):
         _fill(img, [_capsule(cam, a + [0, 0, 0.01], b + [0, 0, 0.01], r * 0.6)], (236, 236, 236))
-    rod = _rod_silhouette(cam, scene.effector)
-    _fill(labels, [rod], 255, aa=False)
     counts_after = np.bincount(labels.ravel(), minlength=256)
 
     rgb = _post_process(img, app)
@@ -360,6 +368,20 @@ def render(scene: Scene, size=DEFAULT_SIZE) -> Rendered:
         truths.append(BlockTruth(p.name, p.colour, p.shape, p.x, p.y, p.yaw, float(u), float(v), float(visible)))
     eu, ev = cam.project([[scene.effector[0], scene.effector[1], 0.0]])[0]
     return Rendered(rgb, truths, tuple(scene.effector), (float(eu), float(ev)))
+
+
+def occluded_blocks(scene: Scene, size=DEFAULT_SIZE) -> list:
+    """Names of blocks whose top lies under (or within a block radius of) the arm's silhouette."""
+    cam = Camera(size, scene.appearance)
+    arm = [_capsule(cam, a, b, r).astype(np.float32) for a, b, r in _arm_links(scene.effector)]
+    out = []
+    for p in scene.blocks:
+        centre = np.array([p.x, p.y, BLOCK_HEIGHT])
+        u, v = cam.project([centre])[0]
+        radius_px = cam.focal * BLOCK_RADIUS / ((centre - cam.position) @ cam.forward)
+        if any(cv2.pointPolygonTest(poly, (float(u), float(v)), True) > -radius_px for poly in arm):
+            out.append(p.name)
+    return out
 
 
 def _draw_floor_and_board(img, cam: Camera, app: Appearance):
@@ -394,9 +416,10 @@ def _draw_block(img, labels, cam: Camera, pose: BlockPose, label: int, app: Appe
         shade = 0.55 + 0.2 * float(normal[k] @ light)
         quad = np.array([bottom[k], bottom[nxt[k]], top[nxt[k]], top[k]])
         _fill(img, [quad], _to_255(base, shade))
-        _fill(labels, [quad], label, aa=False)
     _fill(img, [top], _to_255(base, 0.97))
-    _fill(labels, [top], label, aa=False)
+    # The label buffer only serves visibility fractions, so the silhouette's hull is close enough.
+    hull = cv2.convexHull(np.concatenate([bottom, top]).astype(np.float32)).reshape(-1, 2)
+    _fill(labels, [hull], label, aa=False)
     cv2.polylines(img, [np.round(top * (1 << _SUBPIXEL)).astype(np.int32)], True, _to_255(base, 0.8),
                   1, cv2.LINE_AA, _SUBPIXEL)
 

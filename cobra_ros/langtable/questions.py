@@ -1,0 +1,371 @@
+"""Questions, answers and scene descriptions generated from ground truth, and a mention parser.
+
+Directions follow the board frame of the dataset: "top" = small x (toward the robot base), "left" =
+y < 0. Every yes/no relation has a margin band around its decision boundary where no question is
+asked, so labels stay clean; yes and no are drawn in equal numbers per relation and scene.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+from itertools import permutations
+
+import cv2
+import numpy as np
+
+from cobra_ros.langtable.world import (ALL_BLOCKS, BLOCK_8, COLOURS, SHAPES, SPAWN_BUFFER, X_MAX, X_MIN, Y_MAX, Y_MIN,
+                                       block_colour, block_shape, block_text, occluded_blocks, render,
+                                       sample_effector,
+                                       sample_scene)
+
+DESCRIBE_PROMPT = "Describe the blocks on the board."
+
+# Margins (metres). Blocks are ~4-5 cm across.
+SIDE_MARGIN = 0.03  # left/right/above/below need this much offset either way
+NEAR, NOT_NEAR = 0.10, 0.16
+FAR, NOT_FAR = 0.25, 0.17
+CLOSEST_MARGIN = 0.03
+BETWEEN_YES_T, BETWEEN_YES_PERP = (0.2, 0.8), 0.03
+BETWEEN_NO_T, BETWEEN_NO_PERP = (-0.15, 1.15), 0.08
+REGION_MARGIN = 0.012
+
+# 3x3 coarse regions over the area blocks are spawned in.
+_X_LO, _X_HI = X_MIN + SPAWN_BUFFER, X_MAX - SPAWN_BUFFER
+_Y_LO, _Y_HI = Y_MIN + SPAWN_BUFFER, Y_MAX - SPAWN_BUFFER
+ROW_EDGES = (_X_LO + (_X_HI - _X_LO) / 3, _X_LO + 2 * (_X_HI - _X_LO) / 3)
+COL_EDGES = (_Y_LO + (_Y_HI - _Y_LO) / 3, _Y_LO + 2 * (_Y_HI - _Y_LO) / 3)
+_REGION_PHRASES = {
+    (0, 0): "at the top left", (0, 1): "at the top", (0, 2): "at the top right",
+    (1, 0): "on the left", (1, 1): "in the center", (1, 2): "on the right",
+    (2, 0): "at the bottom left", (2, 1): "at the bottom", (2, 2): "at the bottom right",
+}
+
+TEMPLATES = {
+    "left_of": ("Is the {a} left of the {b}?", "Is the {a} to the left of the {b}?",
+                "Is the {a} on the left side of the {b}?"),
+    "right_of": ("Is the {a} right of the {b}?", "Is the {a} to the right of the {b}?",
+                 "Is the {a} on the right side of the {b}?"),
+    "above": ("Is the {a} above the {b}?", "Is the {a} further up than the {b}?",
+              "Is the {a} closer to the top than the {b}?"),
+    "below": ("Is the {a} below the {b}?", "Is the {a} further down than the {b}?",
+              "Is the {a} closer to the bottom than the {b}?"),
+    "near": ("Is the {a} near the {b}?", "Is the {a} close to the {b}?", "Is the {a} next to the {b}?"),
+    "far_from": ("Is the {a} far from the {b}?", "Is the {a} far away from the {b}?"),
+    "closest_to": ("Is the {a} the closest block to the {b}?", "Is the {a} the block nearest to the {b}?"),
+    "between": ("Is the {a} between the {b} and the {c}?", "Is the {a} in between the {b} and the {c}?"),
+    "presence": ("Is there a {a}?", "Is there a {a} on the board?", "Do you see a {a}?"),
+}
+RELATIONS = tuple(TEMPLATES)
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str
+    answer: str
+    relation: str  # a RELATIONS key, or describe / where / closest / extreme / count / colour / shape
+    label: bool | None  # yes/no questions only
+    blocks: tuple = ()  # block names the question is about
+    image: int = -1  # index into ExampleSet.images
+
+
+# ---------------------------------------------------------------- regions and descriptions
+
+def region(x: float, y: float) -> tuple:
+    return int(np.searchsorted(ROW_EDGES, x)), int(np.searchsorted(COL_EDGES, y))
+
+
+def region_phrase(x: float, y: float) -> str:
+    return _REGION_PHRASES[region(x, y)]
+
+
+def _region_is_clear(x: float, y: float) -> bool:
+    return min(abs(x - e) for e in ROW_EDGES) >= REGION_MARGIN and min(abs(y - e) for e in COL_EDGES) >= REGION_MARGIN
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def describe_scene(blocks) -> str:
+    """'There are 3 blocks: a red moon at the top left, a blue cube in the center and a green star on
+    the right.' Blocks are listed in reading order (top row first, left to right)."""
+    ordered = sorted(blocks, key=lambda b: (region(b.x, b.y)[0], b.y))
+    parts = [f"{_article(block_text(b.name))} {block_text(b.name)} {region_phrase(b.x, b.y)}" for b in ordered]
+    if not parts:
+        return "There are no blocks."
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    noun = "block" if len(parts) == 1 else "blocks"
+    verb = "is" if len(parts) == 1 else "are"
+    return f"There {verb} {len(parts)} {noun}: {listed}."
+
+
+# ---------------------------------------------------------------- relation labels
+
+def _dist(a, b) -> float:
+    return math.hypot(a.x - b.x, a.y - b.y)
+
+
+def _side(delta: float, margin: float = SIDE_MARGIN):
+    """True if delta < -margin, False if delta > margin, None (ambiguous) in between."""
+    return True if delta < -margin else False if delta > margin else None
+
+
+def relation_label(relation: str, a, b, c=None, others=()):
+    """Label of `relation` for blocks a, b (and c for between); None when too close to call.
+
+    `others` are all blocks in the scene (needed by closest_to).
+    """
+    if relation == "left_of":
+        return _side(a.y - b.y)
+    if relation == "right_of":
+        return _side(b.y - a.y)
+    if relation == "above":
+        return _side(a.x - b.x)
+    if relation == "below":
+        return _side(b.x - a.x)
+    d = _dist(a, b)
+    if relation == "near":
+        return True if d < NEAR else False if d > NOT_NEAR else None
+    if relation == "far_from":
+        return True if d > FAR else False if d < NOT_FAR else None
+    if relation == "closest_to":
+        rivals = [_dist(o, b) for o in others if o.name not in (a.name, b.name)]
+        if not rivals or d <= min(rivals) - CLOSEST_MARGIN:
+            return True
+        return False if d >= min(rivals) + CLOSEST_MARGIN else None
+    if relation == "between":
+        sx, sy = c.x - b.x, c.y - b.y
+        ax, ay = a.x - b.x, a.y - b.y
+        length = math.hypot(sx, sy)
+        t = (ax * sx + ay * sy) / (length * length)
+        perp = abs(sx * ay - sy * ax) / length
+        if BETWEEN_YES_T[0] <= t <= BETWEEN_YES_T[1] and perp <= BETWEEN_YES_PERP:
+            return True
+        if t < BETWEEN_NO_T[0] or t > BETWEEN_NO_T[1] or perp >= BETWEEN_NO_PERP:
+            return False
+        return None
+    raise ValueError(f"unknown relation {relation!r}")
+
+
+def _candidates(relation: str, blocks, absent_names):
+    """(names, label) for every unambiguous question of one relation type."""
+    if relation == "presence":
+        return [((b.name,), True) for b in blocks] + [((n,), False) for n in absent_names]
+    out = []
+    if relation == "between":
+        for a, b, c in permutations(blocks, 3):
+            if b.name < c.name:
+                label = relation_label(relation, a, b, c)
+                if label is not None:
+                    out.append(((a.name, b.name, c.name), label))
+        return out
+    for a, b in permutations(blocks, 2):
+        label = relation_label(relation, a, b, others=blocks)
+        if label is not None:
+            out.append(((a.name, b.name), label))
+    return out
+
+
+def _pick(rng, items, k):
+    return [items[i] for i in sorted(rng.choice(len(items), k, replace=False))] if k else []
+
+
+def yes_no_questions(blocks, rng: np.random.Generator, per_relation: int = 1, absent=None,
+                     relations=RELATIONS) -> list:
+    """Balanced yes/no questions: for each relation, the same number of Yes and No (up to per_relation)."""
+    present = {b.name for b in blocks}
+    if absent is None:
+        absent = [n for n in ALL_BLOCKS if n not in present]
+    examples = []
+    for relation in relations:
+        cands = _candidates(relation, blocks, absent)
+        yes = [c for c in cands if c[1]]
+        no = [c for c in cands if not c[1]]
+        k = min(per_relation, len(yes), len(no))
+        for names, label in _pick(rng, yes, k) + _pick(rng, no, k):
+            templates = TEMPLATES[relation]
+            text = templates[rng.integers(len(templates))].format(
+                **{key: block_text(n) for key, n in zip("abc", names)})
+            examples.append(Example(text, "Yes" if label else "No", relation, label, names))
+    return examples
+
+
+# ---------------------------------------------------------------- open questions
+
+def open_questions(blocks, rng: np.random.Generator) -> list:
+    """Short-answer spatial questions whose answers are unambiguous under the margins."""
+    out = [Example("How many blocks are there?", str(len(blocks)), "count", None, tuple(b.name for b in blocks))]
+    if not blocks:
+        return out
+    a = blocks[rng.integers(len(blocks))]
+    if _region_is_clear(a.x, a.y):
+        out.append(Example(f"Where is the {block_text(a.name)}?", region_phrase(a.x, a.y), "where", None, (a.name,)))
+    if len(blocks) >= 2:
+        others = sorted((_dist(o, a), o.name) for o in blocks if o.name != a.name)
+        if len(others) == 1 or others[1][0] - others[0][0] >= CLOSEST_MARGIN:
+            out.append(Example(f"Which block is closest to the {block_text(a.name)}?",
+                               f"the {block_text(others[0][1])}", "closest", None, (a.name, others[0][1])))
+        side, key, sign = [("furthest to the left", "y", 1), ("furthest to the right", "y", -1),
+                           ("closest to the top", "x", 1), ("closest to the bottom", "x", -1)][rng.integers(4)]
+        ranked = sorted(blocks, key=lambda b: sign * getattr(b, key))
+        if sign * (getattr(ranked[1], key) - getattr(ranked[0], key)) >= SIDE_MARGIN:
+            out.append(Example(f"Which block is {side}?", f"the {block_text(ranked[0].name)}", "extreme", None,
+                               (ranked[0].name,)))
+    shapes = [block_shape(b.name) for b in blocks]
+    colours = [block_colour(b.name) for b in blocks]
+    unique_shapes = [b for b in blocks if shapes.count(block_shape(b.name)) == 1]
+    unique_colours = [b for b in blocks if colours.count(block_colour(b.name)) == 1]
+    if unique_shapes:
+        b = unique_shapes[rng.integers(len(unique_shapes))]
+        out.append(Example(f"What color is the {block_shape(b.name)}?", block_colour(b.name), "colour", None, (b.name,)))
+    if unique_colours:
+        b = unique_colours[rng.integers(len(unique_colours))]
+        out.append(Example(f"What shape is the {block_colour(b.name)} block?", block_shape(b.name), "shape", None,
+                           (b.name,)))
+    return out
+
+
+def scene_examples(blocks, rng: np.random.Generator, per_relation: int = 1, min_visible: float = 0.5,
+                   block_set=BLOCK_8) -> list:
+    """Description + balanced yes/no + open questions for one frame's ground truth.
+
+    Blocks hidden (mostly) behind the arm are left out of everything. Presence negatives come from
+    the scene's block set (blocks that do appear in other scenes, so only the image can tell), and
+    from the other colour/shape pairs only when the whole set is on the board.
+    """
+    shown = [b for b in blocks if getattr(b, "visible", 1.0) >= min_visible]
+    hidden = {b.name for b in blocks} - {b.name for b in shown}
+    present = {b.name for b in blocks}
+    absent = [n for n in block_set if n not in present] or [n for n in ALL_BLOCKS if n not in present]
+    questions = yes_no_questions(shown, rng, per_relation, absent)
+    if hidden:  # with a block half hidden, counts and descriptions are unreliable: keep the safe questions
+        return questions
+    description = Example(DESCRIBE_PROMPT, describe_scene(shown), "describe", None, tuple(b.name for b in shown))
+    return [description] + questions + open_questions(shown, rng)
+
+
+# ---------------------------------------------------------------- mention parser
+
+_SHAPE_WORDS = {"moon": "moon", "moons": "moon", "crescent": "moon", "crescents": "moon",
+                "cube": "cube", "cubes": "cube", "square": "cube", "squares": "cube",
+                "star": "star", "stars": "star", "pentagon": "pentagon", "pentagons": "pentagon"}
+_BLOCK_NOUNS = {"block", "blocks", "one", "ones", "piece", "pieces", "object", "objects", "shape", "shapes",
+                "thing", "things", "toy"}
+# Shape words people use for the real blocks that match none of ours ("red circle", "yellow hexagon"):
+# with a colour they refer through the colour alone; on their own they are not treated as mentions.
+_OTHER_SHAPES = {"circle", "hexagon", "heart", "triangle", "cylinder", "ball", "sphere", "pole", "disc", "disk"}
+_EXTRA_COLOURS = {"purple", "orange", "pink", "white", "black", "brown", "grey", "gray"}
+_FILLERS = {"small", "little", "big", "large", "tiny", "half", "shaped", "colored", "coloured", "light", "dark"}
+_NEGATIONS = {"no", "not", "without", "nor", "never"}
+
+
+def _tokens(text: str) -> list:
+    return re.findall(r"[a-z]+", text.lower().replace("-", " "))
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if word.endswith("s") else word
+
+
+def block_mentions(text: str, context=None) -> set:
+    """Block names ('red_moon') mentioned in `text`.
+
+    Synonyms follow the dataset's: "<colour> <shape>" with shape words moon/crescent, cube/square,
+    star, pentagon; "<colour> block" (or "<colour> circle", ...) names the one block of that colour
+    in `context`, and a bare singular shape word the one block of that shape. `context` is the set of
+    block names the text can refer to (the scene's blocks; default: all 16). A reference that can
+    match no block in the context comes back as its own words ("purple_block", "star", "red_circle")
+    so it counts as a hallucination; one that could match several is dropped as ambiguous. Negated
+    mentions ("no green star") are skipped.
+    """
+    context = set(ALL_BLOCKS if context is None else context)
+    words = _tokens(text)
+    found, used = set(), set()
+
+    def negated(i):
+        j = i - 1
+        while j >= 0 and words[j] in ("a", "an", "the", "any"):
+            j -= 1
+        return j >= 0 and words[j] in _NEGATIONS
+
+    def resolve(colour, shape, literal):
+        matches = [n for n in context if (colour is None or block_colour(n) == colour)
+                   and (shape is None or block_shape(n) == shape)]
+        return matches[0] if len(matches) == 1 else (literal if not matches else None)
+
+    for i, colour in enumerate(words):
+        if colour not in COLOURS and colour not in _EXTRA_COLOURS:
+            continue
+        j = i + 1
+        while j < len(words) and words[j] in _FILLERS:
+            j += 1
+        noun = words[j] if j < len(words) else ""
+        if noun in _SHAPE_WORDS:
+            name = f"{colour}_{_SHAPE_WORDS[noun]}"
+            if j + 1 < len(words) and (words[j + 1] in _BLOCK_NOUNS or words[j + 1] in _SHAPE_WORDS):
+                j += 1  # "square block", "crescent moon"
+        elif noun in _BLOCK_NOUNS or _singular(noun) in _OTHER_SHAPES:
+            literal = f"{colour}_{'block' if noun in _BLOCK_NOUNS else _singular(noun)}"
+            name = resolve(colour, None, literal) if colour in COLOURS else literal
+        else:
+            continue
+        used.update(range(i, j + 1))
+        if name and not negated(i):
+            found.add(name)
+    for i, word in enumerate(words):
+        if i in used or word not in _SHAPE_WORDS or word.endswith("s") or negated(i):
+            continue  # plural bare shapes ("two stars") name no single block
+        name = resolve(None, _SHAPE_WORDS[word], _SHAPE_WORDS[word])
+        if name:
+            found.add(name)
+    return found
+
+
+def mention_scores(text: str, present) -> tuple:
+    """(precision, recall) of the blocks a description mentions against the blocks present."""
+    present = set(present)
+    said = block_mentions(text, present)
+    hits = len(said & present)
+    precision = hits / len(said) if said else 1.0
+    recall = hits / len(present) if present else 1.0
+    return precision, recall
+
+
+# ---------------------------------------------------------------- dataset builder
+
+@dataclass
+class ExampleSet:
+    images: np.ndarray  # (N, H, W, 3) uint8 RGB
+    truths: list  # per image: list of BlockTruth with pixel coordinates in the stored image
+    examples: list  # of Example, each pointing at its image
+
+
+def make_examples(seed: int, n_scenes: int, image_size=112, render_size=(320, 180), per_relation: int = 1,
+                  n_blocks=(4, 8), block_set=BLOCK_8, randomize: float = 1.0, min_visible: float = 0.5) -> ExampleSet:
+    """Render n_scenes random scenes and generate their examples; scene i depends only on (seed, i).
+
+    image_size: int for a square (the dataset frame squashed, as the model sees it), (w, h), or None
+    to keep render_size.
+    """
+    if image_size is None:
+        out_w, out_h = render_size
+    else:
+        out_w, out_h = (image_size, image_size) if np.isscalar(image_size) else image_size
+    images = np.empty((n_scenes, out_h, out_w, 3), np.uint8)
+    truths, examples = [], []
+    for i in range(n_scenes):
+        rng = np.random.default_rng([seed, i])
+        scene = sample_scene(rng, n_blocks, block_set, randomize=randomize)
+        for _ in range(10):  # move the arm off the blocks when it would hide one
+            if not occluded_blocks(scene):
+                break
+            scene = scene.moved(effector=sample_effector(rng, scene.blocks))
+        frame = render(scene, render_size)
+        sx, sy = out_w / render_size[0], out_h / render_size[1]
+        images[i] = frame.rgb if (sx, sy) == (1, 1) else cv2.resize(frame.rgb, (out_w, out_h),
+                                                                      interpolation=cv2.INTER_AREA)
+        truths.append([replace(b, u=(b.u + 0.5) * sx - 0.5, v=(b.v + 0.5) * sy - 0.5) for b in frame.blocks])
+        examples += [replace(e, image=i) for e in scene_examples(frame.blocks, rng, per_relation, min_visible, block_set)]
+    return ExampleSet(images, truths, examples)

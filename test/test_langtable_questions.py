@@ -1,0 +1,112 @@
+import collections
+
+import numpy as np
+import pytest
+
+from cobra_ros.langtable import questions as Q
+from cobra_ros.langtable.world import BlockPose
+
+
+def B(name, x, y):
+    return BlockPose(name, x, y, 0.0)
+
+
+def test_relation_labels_on_hand_built_scenes():
+    moon, cube = B("red_moon", 0.30, -0.10), B("blue_cube", 0.30, 0.10)
+    assert Q.relation_label("left_of", moon, cube) is True
+    assert Q.relation_label("right_of", moon, cube) is False
+    assert Q.relation_label("right_of", cube, moon) is True
+    assert Q.relation_label("above", moon, cube) is None  # same row: too close to call
+    top, bottom = B("green_star", 0.25, 0.0), B("yellow_star", 0.45, 0.01)
+    assert Q.relation_label("above", top, bottom) is True  # small x is the top of the image
+    assert Q.relation_label("below", top, bottom) is False
+    assert Q.relation_label("left_of", top, bottom) is None  # 1 cm apart sideways is ambiguous
+    near = B("green_cube", 0.30, -0.03)
+    assert Q.relation_label("near", moon, near) is True
+    assert Q.relation_label("near", moon, cube) is False
+    assert Q.relation_label("far_from", moon, cube) is None  # 0.20 m: neither near nor far
+    assert Q.relation_label("far_from", B("a_b", 0.25, -0.2), B("c_d", 0.45, 0.2)) is True
+    scene = [moon, cube, near]
+    assert Q.relation_label("closest_to", near, moon, others=scene) is True
+    assert Q.relation_label("closest_to", cube, moon, others=scene) is False
+    mid = B("yellow_pentagon", 0.30, 0.0)
+    assert Q.relation_label("between", mid, moon, cube) is True
+    assert Q.relation_label("between", B("red_pentagon", 0.45, 0.0), moon, cube) is False
+    assert Q.relation_label("between", B("red_pentagon", 0.30, 0.15), moon, cube) is False
+
+
+def test_description_is_canonical():
+    blocks = [B("blue_cube", 0.375, 0.0), B("red_moon", 0.25, -0.2), B("green_star", 0.5, 0.2)]
+    assert Q.describe_scene(blocks) == ("There are 3 blocks: a red moon at the top left, a blue cube in the "
+                                        "center and a green star at the bottom right.")
+    assert Q.describe_scene(blocks[:1]) == "There is 1 block: a blue cube in the center."
+    assert Q.block_mentions(Q.describe_scene(blocks)) == {"blue_cube", "red_moon", "green_star"}
+
+
+def test_yes_no_balanced_and_labels_recomputable():
+    data = Q.make_examples(seed=1, n_scenes=60, image_size=32)
+    counts = collections.Counter()
+    for e in data.examples:
+        if e.label is None:
+            continue
+        assert e.answer == ("Yes" if e.label else "No")
+        counts[e.relation, e.label] += 1
+        truth = {b.name: b for b in data.truths[e.image]}
+        if e.relation == "presence":
+            assert (e.blocks[0] in truth) == e.label
+        else:
+            blocks = [truth[n] for n in e.blocks]
+            assert Q.relation_label(e.relation, *blocks, others=list(truth.values())) == e.label
+    for relation in Q.RELATIONS:
+        assert counts[relation, True] == counts[relation, False] > 10, relation
+
+
+def test_open_questions_answers():
+    blocks = [B("red_moon", 0.25, -0.2), B("blue_cube", 0.26, -0.1), B("green_star", 0.5, 0.2)]
+    found = {}
+    for seed in range(40):
+        for e in Q.open_questions(blocks, np.random.default_rng(seed)):
+            found[e.question] = e.answer
+    assert found["How many blocks are there?"] == "3"
+    assert found["Which block is closest to the red moon?"] == "the blue cube"
+    assert found["Where is the green star?"] == "at the bottom right"
+    assert found["What color is the star?"] == "green"
+    assert found["What shape is the blue block?"] == "cube"
+    assert found["Which block is furthest to the right?"] == "the green star"
+
+
+def test_make_examples_deterministic_and_prefix_stable():
+    a = Q.make_examples(seed=5, n_scenes=6, image_size=48)
+    b = Q.make_examples(seed=5, n_scenes=6, image_size=48)
+    c = Q.make_examples(seed=5, n_scenes=3, image_size=48)
+    assert a.images.shape == (6, 48, 48, 3) and a.images.dtype == np.uint8
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.examples == b.examples
+    np.testing.assert_array_equal(a.images[:3], c.images)
+    assert [e for e in a.examples if e.image < 3] == c.examples
+    for truth in a.truths:  # pixel ground truth rescaled into the stored image
+        assert all(0 <= t.u < 48 and 0 <= t.v < 48 for t in truth)
+    assert sum(e.relation == "describe" for e in a.examples) == 6
+
+
+@pytest.mark.parametrize("text,context,expected", [
+    ("a red crescent next to the blue square block", None, {"red_moon", "blue_cube"}),
+    ("the red block is near the star", {"red_moon", "green_star", "blue_cube"}, {"red_moon", "green_star"}),
+    ("the red block", {"red_moon", "red_pentagon"}, set()),  # ambiguous: dropped
+    ("a purple cube and a yellow hexagon", {"yellow_star", "blue_cube"}, {"purple_cube", "yellow_star"}),
+    ("a red circle", {"green_star"}, {"red_circle"}),  # refers to nothing on the board: a hallucination
+    ("the pentagon is left of the moon", {"red_moon", "yellow_pentagon"}, {"red_moon", "yellow_pentagon"}),
+    ("a star", {"red_moon"}, {"star"}),
+    ("two stars and a green-colored half moon", None, {"green_moon"}),
+    ("there is no green star, only a blue moon", None, {"blue_moon"}),
+    ("Blue Cubes everywhere", None, {"blue_cube"}),
+])
+def test_block_mentions(text, context, expected):
+    assert Q.block_mentions(text, context) == expected
+
+
+def test_mention_scores():
+    present = {"red_moon", "blue_cube"}
+    assert Q.mention_scores("A red moon and a blue cube.", present) == (1.0, 1.0)
+    assert Q.mention_scores("A red moon and a green star.", present) == (0.5, 0.5)
+    assert Q.mention_scores("Nothing here.", present) == (1.0, 0.0)
