@@ -286,13 +286,33 @@ def _extras(per_step, features, t, decode_images):
     return out
 
 
+def _shard_lengths(version_dir, split: str, num_shards: int) -> list | None:
+    info = Path(version_dir) / "dataset_info.json"
+    if info.exists():
+        for s in json.loads(info.read_text()).get("splits", []):
+            if s.get("name") == split and len(s.get("shardLengths", [])) == num_shards:
+                return [int(n) for n in s["shardLengths"]]
+    return None
+
+
 def iter_episodes(version_dir, split: str = "train", drop_terminal: bool = True, decode_images: bool = True,
-                  verify_crc: bool = True) -> Iterator[Episode]:
-    """Every episode of a split, shard by shard, in file order."""
+                  verify_crc: bool = True, start: int = 0, limit: int | None = None) -> Iterator[Episode]:
+    """Episodes start .. start+limit of a split in file order; whole shards before `start` are skipped
+    unread when dataset_info.json gives their lengths."""
     features = read_features(version_dir)
-    for path in shard_paths(version_dir, split):
+    paths = shard_paths(version_dir, split)
+    lengths = _shard_lengths(version_dir, split, len(paths))
+    index, stop = 0, None if limit is None else start + limit
+    for i, path in enumerate(paths):
+        if lengths and index + lengths[i] <= start:
+            index += lengths[i]
+            continue
         for payload in iter_records(path, verify=verify_crc):
-            yield parse_episode(decode_example(payload), features, drop_terminal, decode_images)
+            if stop is not None and index >= stop:
+                return
+            if index >= start:
+                yield parse_episode(decode_example(payload), features, drop_terminal, decode_images)
+            index += 1
 
 
 # ---------------------------------------------------------------- writing
