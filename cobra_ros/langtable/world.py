@@ -488,3 +488,25 @@ def render_grid(images, columns: int = 3, gap: int = 4) -> np.ndarray:
         r, c = divmod(k, columns)
         sheet[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = im
     return sheet
+
+
+def main(argv=None) -> int:
+    """Write a contact sheet of random scenes: python -m cobra_ros.langtable.world --grid out.png"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cobra_ros.langtable.world", description=main.__doc__)
+    parser.add_argument("--grid", required=True, help="output PNG path")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--count", type=int, default=6)
+    parser.add_argument("--columns", type=int, default=3)
+    parser.add_argument("--width", type=int, default=320, help="tile width (height follows 16:9)")
+    args = parser.parse_args(argv)
+    size = (args.width, args.width * 9 // 16)
+    tiles = [render(sample_scene(np.random.default_rng([args.seed, i])), size).rgb for i in range(args.count)]
+    sheet = cv2.cvtColor(render_grid(tiles, args.columns), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(args.grid, sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
