@@ -32,7 +32,8 @@ def test_bag_round_trip(tmp_path, storage, encoding):
 
 def test_jpeg_topic_and_missing_topic(tmp_path):
     img = np.full((16, 16, 3), (200, 40, 40), np.uint8)
-    path = bag.write_image_bag(tmp_path / "j", [("/c", 5, "f", img)], storage="mcap", compressed={"/c": "jpeg"})
+    path = bag.write_image_bag(tmp_path / "j", [("/c", 5, "f", img)], storage="mcap",
+                               compressed={"/c": "jpeg"})
     (frame,) = bag.iter_bag_images(path)
     assert np.abs(frame.rgb.astype(int) - img).max() < 8  # red stays red: RGB order survives JPEG
     with pytest.raises(KeyError, match="/nope"):
@@ -42,7 +43,8 @@ def test_jpeg_topic_and_missing_topic(tmp_path):
 def test_image_encodings():
     class Msg:
         def __init__(self, data, encoding, h, w, step, big=0):
-            self.data, self.encoding, self.height, self.width, self.step, self.is_bigendian = data, encoding, h, w, step, big
+            self.data, self.encoding, self.is_bigendian = data, encoding, big
+            self.height, self.width, self.step = h, w, step
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     padded = np.zeros((2, 12), np.uint8)  # row stride larger than the pixels
     padded[:, :9] = rgb.reshape(2, 9)

@@ -44,6 +44,8 @@ def test_bag_frames_use_recorded_stamps(tmp_path):
     assert [f.stamp for f in got] == [0.0, 0.25, 0.5]
     assert [int(f.rgb[0, 0, 0]) for f in got] == [0, 1, 2]
     assert all(f.instruction is None and f.truth is None for f in got)
+    (db3,) = path.glob("*.db3")  # the storage file alone is a source too
+    assert len(list(iter_frames(db3, topic="/cam"))) == 3
 
 
 def test_unknown_source(tmp_path):

@@ -45,7 +45,8 @@ def test_same_seed_same_image_and_subsets():
         counts.add(len(names))
         assert set(names) <= set(world.BLOCK_8) and len(set(names)) == len(names)
         xy = np.array([[p.x, p.y] for p in scene.blocks])
-        assert np.all(xy[:, 0] >= world.X_MIN + world.SPAWN_BUFFER) and np.all(xy[:, 0] <= world.X_MAX - world.SPAWN_BUFFER)
+        assert np.all(xy[:, 0] >= world.X_MIN + world.SPAWN_BUFFER)
+        assert np.all(xy[:, 0] <= world.X_MAX - world.SPAWN_BUFFER)
         assert np.all(np.abs(xy[:, 1]) <= world.Y_MAX - world.SPAWN_BUFFER)
         d = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(xy))
         assert d.min() >= 0.06

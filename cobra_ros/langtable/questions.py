@@ -15,7 +15,7 @@ from itertools import permutations
 import cv2
 import numpy as np
 
-from cobra_ros.langtable.world import (ALL_BLOCKS, BLOCK_8, COLOURS, SHAPES, SPAWN_BUFFER, X_MAX, X_MIN, Y_MAX, Y_MIN,
+from cobra_ros.langtable.world import (ALL_BLOCKS, BLOCK_8, COLOURS, SPAWN_BUFFER, X_MAX, X_MIN, Y_MAX, Y_MIN,
                                        block_colour, block_shape, block_text, occluded_blocks, render,
                                        sample_effector,
                                        sample_scene)
@@ -219,7 +219,8 @@ def open_questions(blocks, rng: np.random.Generator) -> list:
     unique_colours = [b for b in blocks if colours.count(block_colour(b.name)) == 1]
     if unique_shapes:
         b = unique_shapes[rng.integers(len(unique_shapes))]
-        out.append(Example(f"What color is the {block_shape(b.name)}?", block_colour(b.name), "colour", None, (b.name,)))
+        out.append(Example(f"What color is the {block_shape(b.name)}?", block_colour(b.name), "colour", None,
+                           (b.name,)))
     if unique_colours:
         b = unique_colours[rng.integers(len(unique_colours))]
         out.append(Example(f"What shape is the {block_colour(b.name)} block?", block_shape(b.name), "shape", None,
@@ -367,5 +368,6 @@ def make_examples(seed: int, n_scenes: int, image_size=112, render_size=(320, 18
         images[i] = frame.rgb if (sx, sy) == (1, 1) else cv2.resize(frame.rgb, (out_w, out_h),
                                                                       interpolation=cv2.INTER_AREA)
         truths.append([replace(b, u=(b.u + 0.5) * sx - 0.5, v=(b.v + 0.5) * sy - 0.5) for b in frame.blocks])
-        examples += [replace(e, image=i) for e in scene_examples(frame.blocks, rng, per_relation, min_visible, block_set)]
+        examples += [replace(e, image=i)
+                     for e in scene_examples(frame.blocks, rng, per_relation, min_visible, block_set)]
     return ExampleSet(images, truths, examples)

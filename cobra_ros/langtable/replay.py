@@ -42,6 +42,14 @@ class ReplayFrame(NamedTuple):
     truth: Rendered | None  # block ground truth, synthetic frames only
 
 
+def make_source(spec: str, seed: int = 0, episodes: int = 10, size=DEFAULT_SIZE):
+    """'synthetic' -> SyntheticSource(seed, episodes, size); anything else is a path (RLDS dir or bag)."""
+    if spec == "synthetic":
+        return SyntheticSource(seed, episodes, tuple(size))
+    source_kind(spec)  # fail early on a path that is neither
+    return spec
+
+
 def source_kind(source) -> str:
     """'synthetic', 'rlds' or 'bag'."""
     if isinstance(source, SyntheticSource):
@@ -151,12 +159,9 @@ def main(argv=None) -> int:
     if not args.out_dir and not args.export_rlds:
         parser.error("nothing to do: give --out-dir and/or --export-rlds")
 
-    if args.source == "synthetic":
-        source = SyntheticSource(args.seed, args.episodes, args.size)
-    else:
-        source = args.source
-        if args.export_rlds:
-            parser.error("--export-rlds needs --source synthetic")
+    source = make_source(args.source, args.seed, args.episodes, args.size)
+    if args.export_rlds and not isinstance(source, SyntheticSource):
+        parser.error("--export-rlds needs --source synthetic")
     if args.export_rlds:
         paths = export_rlds(source, args.export_rlds, args.image_format)
         print(f"wrote {len(paths)} shard(s) to {args.export_rlds}")

@@ -209,8 +209,10 @@ def count_episodes(version_dir, split: str = "train") -> int | None:
     return None
 
 
-def _tensor_values(values, spec: FeatureSpec) -> np.ndarray:
+def _tensor_values(values, spec: FeatureSpec, key: str) -> np.ndarray:
     dtype = np.dtype(spec.dtype)
+    if spec.encoding not in ("none", "bytes", ""):
+        raise ValueError(f"{key}: tensor encoding {spec.encoding!r} is not supported (none or bytes)")
     if spec.encoding == "bytes":  # TFDS can store big tensors as raw little-endian bytes per item
         return np.concatenate([np.frombuffer(b, dtype=dtype.newbyteorder("<")) for b in values]).astype(dtype)
     return np.asarray(values).astype(dtype)
@@ -229,7 +231,7 @@ def parse_episode(example: dict, features: dict | None = None, drop_terminal: bo
         if spec.kind == "image" or (spec.kind == "tensor" and spec.dtype == "string"):
             items = list(values)
         else:
-            flat = _tensor_values(values, spec)
+            flat = _tensor_values(values, spec, key)
             size = int(np.prod([d for d in spec.shape if d is not None])) if spec.shape else 1
             if None in spec.shape or flat.size % size:
                 raise ValueError(f"{key}: {flat.size} values do not split into steps of shape {spec.shape}")

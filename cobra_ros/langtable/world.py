@@ -425,7 +425,8 @@ def _draw_block(img, labels, cam: Camera, pose: BlockPose, label: int, app: Appe
 
 
 def _rod_silhouette(cam: Camera, effector_xy) -> np.ndarray:
-    pts = np.concatenate([_circle(effector_xy, EFFECTOR_RADIUS, 0.003), _circle(effector_xy, EFFECTOR_RADIUS, EFFECTOR_HEIGHT)])
+    pts = np.concatenate([_circle(effector_xy, EFFECTOR_RADIUS, 0.003),
+                          _circle(effector_xy, EFFECTOR_RADIUS, EFFECTOR_HEIGHT)])
     return cv2.convexHull(cam.project(pts).astype(np.float32)).reshape(-1, 2).astype(np.float64)
 
 
