@@ -32,7 +32,7 @@ def _cobra_node(context):
             executable='cobra_node',
             name='cobra',
             namespace=arg('namespace') or None,
-            parameters=[arg('params_file'), overrides],
+            parameters=[arg('params_file')] + ([overrides] if overrides else []),
             remappings=[('image', arg('image_topic'))],
             output='screen',
             emulate_tty=True,

@@ -273,8 +273,7 @@ def test_launch_defaults_keep_the_yaml(monkeypatch):
     assert (node["package"], node["executable"], node["name"]) == ("cobra_ros", "cobra_node", "cobra")
     assert node["namespace"] is None
     assert node["remappings"] == [("image", "image")]
-    params_file, overrides = node["parameters"]
-    assert params_file == defaults["params_file"] and overrides == {}
+    assert node["parameters"] == [defaults["params_file"]]
 
 
 def test_launch_arguments_reach_the_node(monkeypatch):

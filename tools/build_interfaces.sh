@@ -3,6 +3,7 @@
 # the venv prefix (usage: tools/build_interfaces.sh [VENV], default .venv). Skipped when nothing that
 # the build reads has changed since the last successful run.
 set -euo pipefail
+trap 'echo "build_interfaces.sh: failed at line $LINENO" >&2' ERR
 
 cd "$(dirname "$0")/.."
 venv=$(cd "${1:-.venv}" && pwd)
@@ -24,7 +25,8 @@ fi
 # built them; point them at this interpreter and this venv, or CMake rejects the imported targets.
 read -r py_include site_packages < <("$py" -c \
   'import sysconfig as s; p = s.get_paths(); print(p["include"], p["purelib"])')
-grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311/' "$venv/share" 2>/dev/null \
+# (grep finds nothing once they are patched)
+{ grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311/' "$venv/share" || true; } \
   | xargs -0 -r sed -i \
     -e "s|/opt/python/cp311-cp311/include/python3.11|$py_include|g" \
     -e "s|/opt/python/cp311-cp311/lib/python3.11/site-packages|$site_packages|g"
