@@ -11,6 +11,10 @@ py="$venv/bin/python"
 build="build/interfaces"
 stamp="$build/.inputs.sha256"
 
+# several `make test` may run at once in one checkout: one builds, the others wait and then find it done
+exec 9>"$venv/.cobra-interfaces.lock"
+flock 9
+
 inputs=$(ls msg/*.msg srv/*.srv action/*.action CMakeLists.txt package.xml setup.cfg \
   cobra_ros/__init__.py launch/* config/* | LC_ALL=C sort)
 # the venv path is part of the key: a new venv at the same place must be built into again
