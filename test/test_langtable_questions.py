@@ -3,7 +3,7 @@ import collections
 import numpy as np
 import pytest
 
-from cobra_ros.langtable import questions as Q
+from cobra_ros.langtable import questions as Q, world
 from cobra_ros.langtable.world import BlockPose
 
 
@@ -33,6 +33,19 @@ def test_relation_labels_on_hand_built_scenes():
     assert Q.relation_label("between", mid, moon, cube) is True
     assert Q.relation_label("between", B("red_pentagon", 0.45, 0.0), moon, cube) is False
     assert Q.relation_label("between", B("red_pentagon", 0.30, 0.15), moon, cube) is False
+
+
+def test_perspective_conflicts_are_skipped():
+    cam = world.Camera()
+
+    def seen(name, x, y):
+        u, v = cam.project([[x, y, world.BLOCK_HEIGHT]])[0]
+        return world.BlockTruth(name, *name.split("_"), x, y, 0.0, u, v, 1.0)
+
+    near_cam, far_cam = seen("red_moon", 0.52, 0.20), seen("blue_cube", 0.23, 0.235)
+    assert near_cam.y < far_cam.y - Q.SIDE_MARGIN and near_cam.u > far_cam.u  # the board is a trapezoid
+    assert Q.relation_label("left_of", near_cam, far_cam) is None
+    assert Q.relation_label("left_of", B("red_moon", 0.52, 0.20), B("blue_cube", 0.23, 0.235)) is True
 
 
 def test_description_is_canonical():

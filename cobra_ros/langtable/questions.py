@@ -115,16 +115,18 @@ def _side(delta: float, margin: float = SIDE_MARGIN):
 def relation_label(relation: str, a, b, c=None, others=()):
     """Label of `relation` for blocks a, b (and c for between); None when too close to call.
 
-    `others` are all blocks in the scene (needed by closest_to).
+    Positions are board coordinates; blocks that also carry pixel coordinates (BlockTruth) must
+    agree in the image for left/right/above/below. `others`: all blocks in the scene (closest_to).
     """
-    if relation == "left_of":
-        return _side(a.y - b.y)
-    if relation == "right_of":
-        return _side(b.y - a.y)
-    if relation == "above":
-        return _side(a.x - b.x)
-    if relation == "below":
-        return _side(b.x - a.x)
+    if relation in ("left_of", "right_of", "above", "below"):
+        world_key, pixel_key = ("y", "u") if relation in ("left_of", "right_of") else ("x", "v")
+        sign = 1 if relation in ("left_of", "above") else -1
+        label = _side(sign * (getattr(a, world_key) - getattr(b, world_key)))
+        # Perspective can flip image order for far-apart depths near the board's sides: skip those.
+        if label is not None and hasattr(a, pixel_key):
+            if (sign * (getattr(a, pixel_key) - getattr(b, pixel_key)) < 0) != label:
+                return None
+        return label
     d = _dist(a, b)
     if relation == "near":
         return True if d < NEAR else False if d > NOT_NEAR else None
