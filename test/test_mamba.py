@@ -2,31 +2,38 @@
 import torch
 
 from cobra_ros.model.config import MambaConfig
-from cobra_ros.model.mamba import MambaLM, MambaState, init_weights, selective_scan
+from cobra_ros.model.mamba import MambaLM, MambaState, init_weights, recurrent_scan, selective_scan
 
 TOL = 1e-4  # float32 on CPU; observed differences are ~1e-6
 
 
-def sequential_scan(x, delta, A, B, C, D):
-    h = torch.zeros(x.shape[0], x.shape[2], A.shape[1])
-    ys = []
-    for t in range(x.shape[1]):
-        h = h * torch.exp(delta[:, t, :, None] * A) + (delta[:, t] * x[:, t])[..., None] * B[:, t, None, :]
-        ys.append((h * C[:, t, None, :]).sum(-1))
-    return torch.stack(ys, 1) + x * D, h
+def naive_scan(x, delta, A, B, C, D):
+    """The recurrence as written in the paper, one (batch, channel) pair at a time."""
+    b, L, d = x.shape
+    y = torch.zeros(b, L, d)
+    h = torch.zeros(b, d, A.shape[1])
+    for i in range(b):
+        for c in range(d):
+            state = torch.zeros(A.shape[1])
+            for t in range(L):
+                state = torch.exp(delta[i, t, c] * A[c]) * state + delta[i, t, c] * B[i, t] * x[i, t, c]
+                y[i, t, c] = (state * C[i, t]).sum() + D[c] * x[i, t, c]
+            h[i, c] = state
+    return y, h
 
 
-def test_chunked_scan_matches_the_recurrence_even_when_chunks_must_split():
+def test_chunked_and_recurrent_scans_match_the_recurrence_even_when_chunks_must_split():
     g = torch.Generator().manual_seed(0)
-    b, L, d, n = 2, 70, 24, 8
+    b, L, d, n = 2, 40, 6, 4
     x, B, C = torch.randn(b, L, d, generator=g), torch.randn(b, L, n, generator=g), torch.randn(b, L, n, generator=g)
     A, D = -torch.rand(d, n, generator=g) * 16, torch.randn(d, generator=g)
-    for scale in (0.05, 2.0):  # 2.0 makes a 16-step chunk decay past exp(-60): the scan must split it
+    for scale in (0.05, 2.0):  # 2.0 makes a 16-step chunk decay past exp(-60): the chunked scan must split it
         delta = torch.rand(b, L, d, generator=g) * scale
-        y, h = selective_scan(x, delta, A, B, C, D)
-        y_ref, h_ref = sequential_scan(x, delta, A, B, C, D)
-        assert torch.allclose(y, y_ref, atol=TOL, rtol=TOL)
-        assert torch.allclose(h, h_ref, atol=TOL, rtol=TOL)
+        y_ref, h_ref = naive_scan(x, delta, A, B, C, D)
+        for scan in (selective_scan, recurrent_scan):
+            y, h = scan(x, delta, A, B, C, D)
+            assert torch.allclose(y, y_ref, atol=TOL, rtol=TOL)
+            assert torch.allclose(h, h_ref, atol=TOL, rtol=TOL)
 
 
 def small_lm(seed=0):

@@ -70,7 +70,7 @@ class ChatTokenizer:
 BASE_CORPUS = [
     DESCRIBE_PROMPT, "Yes", "No", "Yes.", "No.", "True", "False",
     "What is in the image?", "Is there a red block?", "Is the blue cube left of the green star?",
-    "There is a robot arm pushing coloured blocks on a board.",
+    "There is a robot arm pushing coloured blocks on a board.", USER_PREFIX, ASSISTANT_PREFIX,
 ]
 
 
