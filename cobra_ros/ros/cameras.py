@@ -11,6 +11,7 @@ while being encoded (they are skipped and the last good frame stays in use).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ import numpy as np
 class Frame:
     rgb: np.ndarray  # HxWx3 uint8
     header: Any  # std_msgs/Header of the source image: acquisition stamp + optical frame_id
+    seq: int = 0  # set by the camera: 1, 2, ... in arrival order
 
 
 class NoFrame(LookupError):
@@ -34,8 +36,11 @@ class Camera:
         self._on_failure, self._on_encoded = on_failure, on_encoded
         self._lock = threading.Lock()
         self._pending: Frame | None = None
+        self._seq = 0
+        self.described_seq = 0  # the newest frame the periodic description has covered
         self.received = self.rejected = self.dropped = self.encoded = self.failed = 0
         self.last_problem = ""  # reason of the latest rejected or failed frame
+        self._problem_time: float | None = None
         # used by the model worker only
         self.frame: Frame | None = None
         self._state = None
@@ -47,22 +52,29 @@ class Camera:
             self.received += 1
             if self._pending is not None:
                 self.dropped += 1
+            self._seq += 1
+            frame.seq = self._seq
             self._pending = frame
 
     def reject(self, reason: str) -> None:
         with self._lock:
             self.received += 1
             self.rejected += 1
-            self.last_problem = reason
+            self.last_problem, self._problem_time = reason, time.monotonic()
 
     @property
-    def has_new_frame(self) -> bool:
-        return self._pending is not None
+    def newest_seq(self) -> int:
+        """Sequence number of the newest good frame (waiting or in use); 0 before the first."""
+        pending, current = self._pending, self.frame
+        return pending.seq if pending is not None else (current.seq if current is not None else 0)
 
     def counts(self) -> dict:
         with self._lock:
             return {"received": self.received, "rejected": self.rejected, "dropped": self.dropped,
                     "encoded": self.encoded, "failed": self.failed, "waiting": int(self._pending is not None)}
+
+    def seconds_since_problem(self) -> float | None:
+        return None if self._problem_time is None else time.monotonic() - self._problem_time
 
     # -- model worker side -------------------------------------------------------------------------------
     def _take(self) -> Frame | None:
@@ -81,7 +93,7 @@ class Camera:
                 problem = f"frame {stamp.sec}.{stamp.nanosec:09d} skipped, encoding failed: {type(err).__name__}: {err}"
                 with self._lock:
                     self.failed += 1
-                    self.last_problem = problem
+                    self.last_problem, self._problem_time = problem, time.monotonic()
                 if self._on_failure is not None:
                     self._on_failure(f"{self.topic}: {problem}")
             else:
