@@ -33,12 +33,15 @@ DESCRIBE_PROMPTS = (DESCRIBE_PROMPT, questions.DESCRIBE_PROMPT)
 
 @dataclass
 class TrainConfig:
-    preset: str = "tiny"
-    scenes: int = 6000
-    steps: int = 3000
+    preset: str = "langtable"
+    scenes: int = 4000
+    steps: int = 2500
     scenes_per_step: int = 16
     questions_per_scene: int = 6
     lr: float = 2e-3
+    tower_steps: int = 1200  # stage 1: towers learn where each block is
+    tower_batch: int = 32
+    tower_lr: float = 3e-3
     weight_decay: float = 0.01
     warmup: int = 100
     seed: int = 0
@@ -67,11 +70,11 @@ def training_texts(example: questions.Example, rng: np.random.Generator) -> tupl
 
 
 class Batches:
-    """Samples (images, question/answer token batches) with every question pointing at its image row."""
+    """Samples (image indices, question/answer token batches) with every question pointing at its image row."""
 
-    def __init__(self, data: questions.ExampleSet, images: np.ndarray, tokenizer: ChatTokenizer, seed: int):
-        self.images, self.tokenizer = images, tokenizer
-        self.by_image: list[list[questions.Example]] = [[] for _ in range(len(images))]
+    def __init__(self, data: questions.ExampleSet, tokenizer: ChatTokenizer, seed: int):
+        self.tokenizer = tokenizer
+        self.by_image: list[list[questions.Example]] = [[] for _ in range(len(data.images))]
         for example in data.examples:
             self.by_image[example.image].append(example)
         self.usable = [i for i, exs in enumerate(self.by_image) if exs]
@@ -94,7 +97,7 @@ class Batches:
             members = [i for i, (p, t) in enumerate(seqs) if (len(t) > self.long_answer) == is_long]
             if members:
                 groups.append((torch.tensor([rows[i] for i in members]), *self._pad([seqs[i] for i in members])))
-        return torch.from_numpy(self.images[picked]), groups
+        return torch.from_numpy(picked), groups
 
     def _pad(self, seqs):
         length = max(len(p) + len(t) for p, t in seqs)
@@ -108,9 +111,12 @@ class Batches:
         return ids, labels
 
 
-def loss_on_answers(model: Cobra, images, groups, bos_id: int) -> torch.Tensor:
-    """Mean cross-entropy over answer tokens; each image is prefilled once and shared by its questions."""
-    prefix = model.prefix_embeds(model.image_tokens(images), bos_id)
+def loss_on_answers(model: Cobra, features, groups, bos_id: int) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens; each image is prefilled once and shared by its questions.
+
+    `features`: the frozen towers' patch features of the sampled images.
+    """
+    prefix = model.prefix_embeds(model.projector(features), bos_id)
     _, state = model.llm(prefix, last_only=True)
     total, count = 0.0, 0
     for rows, ids, labels in groups:
@@ -122,11 +128,66 @@ def loss_on_answers(model: Cobra, images, groups, bos_id: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def tower_features(model: Cobra, images: np.ndarray) -> torch.Tensor:
+    """The frozen towers run once per training image; stage 2 only trains what comes after them."""
+    return torch.cat([model.vision(torch.from_numpy(chunk)) for chunk in np.array_split(images, max(1, len(images) // 64))])
+
+
+@torch.no_grad()
 def yes_no_accuracy(engine, data: questions.ExampleSet, images: np.ndarray) -> float:
     frames = engine.encode_batch(list(images))
     yes_no = [e for e in data.examples if e.label is not None]
     probs = engine.yes_no_batch([frames[e.image] for e in yes_no], [e.question for e in yes_no])
     return float(np.mean([(p >= 0.5) == e.label for p, e in zip(probs, yes_no)]))
+
+
+def patch_targets(truths: list, grid: int, image_size: int, render_size=RENDER_SIZE) -> tuple[torch.Tensor, ...]:
+    """Per patch: which blocks have their centre in it (multi-hot over ALL_BLOCKS) and where (offset in [0, 1])."""
+    names = {n: i for i, n in enumerate(questions.ALL_BLOCKS)}
+    present = torch.zeros(len(truths), grid * grid, len(names))
+    offset = torch.zeros(len(truths), grid * grid, 2)
+    scale = np.array([image_size / render_size[0], image_size / render_size[1]])
+    patch = image_size / grid
+    for i, blocks in enumerate(truths):
+        for b in blocks:
+            if b.visible < 0.5:
+                continue
+            u, v = (np.array([b.u, b.v]) + 0.5) * scale / patch
+            col, row = min(int(u), grid - 1), min(int(v), grid - 1)
+            present[i, row * grid + col, names[b.name]] = 1.0
+            offset[i, row * grid + col] = torch.tensor([u - col, v - row], dtype=torch.float32)
+    return present, offset
+
+
+def pretrain_towers(model: Cobra, images: np.ndarray, truths: list, cfg: TrainConfig, log=print):
+    """Stage 1, standing in for the pretrained DINOv2/SigLIP the paper starts from: dense supervision of the
+    penultimate-block patch features Cobra reads (which blocks sit in each patch, and where), through a
+    throwaway linear head per tower."""
+    grid = model.cfg.dino.image_size // 14
+    present, offset = patch_targets(truths, grid, model.cfg.dino.image_size)
+    towers = [model.vision.dino, model.vision.siglip]
+    heads = torch.nn.ModuleList(torch.nn.Linear(t.embed_dim, len(questions.ALL_BLOCKS) + 2) for t in towers)
+    params = [p for t in towers for p in t.parameters()] + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.tower_lr, weight_decay=0.01)
+    rng = np.random.default_rng(cfg.seed + 1)
+    bar = tqdm(range(cfg.tower_steps), desc="towers", unit="step")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = cfg.tower_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.tower_steps))
+        idx = rng.choice(len(images), cfg.tower_batch, replace=False)
+        pixels = model.vision.preprocess(torch.from_numpy(images[idx]))
+        loss = 0.0
+        for name, tower, head in zip(("dino", "siglip"), towers, heads):
+            out = head(model.vision._penultimate(tower, pixels[name]))
+            has = present[idx].amax(-1, keepdim=True)
+            loss = loss + F.binary_cross_entropy_with_logits(out[..., :-2], present[idx]) * 10 + \
+                (F.l1_loss(torch.sigmoid(out[..., -2:]), offset[idx], reduction="none") * has).sum() / has.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    log(f"towers pretrained: final loss {loss.item():.3f}")
+    return heads
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -141,6 +202,7 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # decayed SSM states underflow; denormal arithmetic is very slow on x86
     torch.manual_seed(cfg.seed)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
@@ -153,11 +215,17 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
     model = random_cobra(model_cfg, cfg.seed).train()
     images = as_model_inputs(data.images, model_cfg)
     held_images = as_model_inputs(held_out.images, model_cfg)
-    batches = Batches(data, images, tokenizer, cfg.seed)
     log(f"data ready in {time.perf_counter() - t0:.0f}s: {len(data.examples)} examples, vocab {len(tokenizer)}")
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "A_log" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "A_log" in n]
+    pretrain_towers(model, images, data.truths, cfg, log)
+    model.vision.requires_grad_(False).eval()  # stage 2: the paper's recipe, vision frozen
+    features = tower_features(model, images)
+    batches = Batches(data, tokenizer, cfg.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2 and "A_log" not in n]
+    no_decay = [p for n, p in named if p.ndim < 2 or "A_log" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     history = {"step": [], "loss": [], "eval_step": [], "eval_yes_no": []}
@@ -166,10 +234,11 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = loss_on_answers(model, *batches.sample(cfg.scenes_per_step, cfg.questions_per_scene), tokenizer.bos_id)
+        picked, groups = batches.sample(cfg.scenes_per_step, cfg.questions_per_scene)
+        loss = loss_on_answers(model, features[picked], groups, tokenizer.bos_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
         history["step"].append(step)
@@ -177,7 +246,8 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
         bar.set_postfix(loss=f"{smooth:.3f}")
         if (step + 1) % max(1, cfg.steps // 10) == 0 or step + 1 == cfg.steps:
             accuracy = yes_no_accuracy(CobraEngine(model.eval(), tokenizer), held_out, held_images)
-            model.train()
+            model.projector.train()
+            model.llm.train()
             history["eval_step"].append(step + 1)
             history["eval_yes_no"].append(accuracy)
             log(f"step {step + 1}: loss {smooth:.3f}, held-out yes/no accuracy {accuracy:.3f}")

@@ -179,6 +179,8 @@ PRESETS = {
     "micro": _preset("micro", 28, 32, 32, 1, 2, 32, 2, 512),
     "tiny": _preset("tiny", 112, 64, 64, 2, 2, 128, 4, 1024),
     "small": _preset("small", 224, 192, 192, 4, 3, 384, 8, 4096),
+    # the bundled Language-Table model: tiny's image size with deeper towers and a wider LM
+    "langtable": _preset("langtable", 112, 96, 96, 4, 4, 192, 4, 1024),
 }
 
 
