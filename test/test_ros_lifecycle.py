@@ -1,0 +1,125 @@
+"""Start-up faults and the managed lifecycle of the cobra node, each node in its own process over DDS."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+
+from cobra_ros.model.checkpoint import TOKENIZER_DIR
+from cobra_ros.ros.image_conversion import to_image_msg
+from cobra_ros.ros.testing import CobraClient, NodeProcess, isolate_ros_traffic, write_pickled_model_copy
+
+NS = f"/cobra_lifecycle_test_{os.getpid()}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros_env():
+    saved = dict(os.environ)
+    isolate_ros_traffic()
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _mismatched_copy(model_dir, out):
+    """A model directory whose config.json describes a deeper LM than its checkpoint holds."""
+    shutil.copytree(model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    config["cobra_ros"]["llm"]["n_layer"] += 2
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_bad_model_files_at_start_up_exit_non_zero_with_the_reason(tiny_model_dir, tmp_path):
+    pwned = tmp_path / "pwned"
+    incomplete = shutil.copytree(tiny_model_dir, tmp_path / "incomplete")
+    (incomplete / TOKENIZER_DIR / "tokenizer.json").unlink()
+    truncated = shutil.copytree(tiny_model_dir, tmp_path / "truncated")
+    checkpoint = truncated / "checkpoints" / "latest-checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    cases = {
+        "missing": (["-p", f"model_path:={tmp_path / 'nowhere'}"], 1, "no such directory"),
+        "pickled": (["-p", f"model_path:={write_pickled_model_copy(tiny_model_dir, tmp_path / 'evil', pwned)}"], 1,
+                    "refused, it holds pickled objects"),
+        "incomplete": (["-p", f"model_path:={incomplete}"], 1, "tokenizer.json is missing"),
+        "truncated": (["-p", f"model_path:={truncated}"], 1, "unreadable checkpoint"),
+        "mismatched": (["-p", f"model_path:={_mismatched_copy(tiny_model_dir, tmp_path / 'deeper')}"], 1,
+                       "does not match the config"),
+        "bad parameter": (["-p", f"model_path:={tiny_model_dir}", "-p", "transport:=udp"], 2,
+                          "transport 'udp' is not one of raw, compressed"),
+    }
+    # in parallel: each start-up pays for importing torch
+    processes = {name: NodeProcess([*args, "-r", f"__ns:={NS}/{name.replace(' ', '_')}"])
+                 for name, (args, _, _) in cases.items()}
+    try:
+        for name, (_, status, reason) in cases.items():
+            process = processes[name]
+            assert process.wait(timeout=120) == status, f"{name}:\n{process.log()}"
+            assert reason in process.log(), f"{name}:\n{process.log()}"
+    finally:
+        for process in processes.values():
+            process.stop()
+    assert not pwned.exists(), "unpickling the checkpoint ran code"
+
+
+def _lifecycle(client, transition_id=None):
+    base = client.base
+    if transition_id is None:
+        reply = client.call(client.node.create_client(GetState, f"{base}/get_state"), GetState.Request())
+        return reply.current_state.id
+    request = ChangeState.Request(transition=Transition(id=transition_id))
+    return client.call(client.node.create_client(ChangeState, f"{base}/change_state"), request, timeout=120).success
+
+
+def test_a_managed_node_loads_on_configure_serves_when_active_and_frees_on_cleanup(tiny_model_dir, tmp_path):
+    node = NodeProcess(["-p", "autostart:=false", "-p", f"model_path:={tmp_path / 'not_yet'}",
+                        "-p", "describe_rate_hz:=0.0", "-r", f"__ns:={NS}/managed"])
+    client = CobraClient(f"{NS}/managed")
+    try:
+        assert client.node.create_client(GetState, f"{client.base}/get_state").wait_for_service(timeout_sec=120), \
+            node.log()
+        assert _lifecycle(client) == State.PRIMARY_STATE_UNCONFIGURED
+        status = client.status(": model")
+        assert status.level == DiagnosticStatus.WARN and "no model loaded" in status.message
+
+        # configure with a model that is not there: refused with the reason, stays unconfigured
+        assert not _lifecycle(client, Transition.TRANSITION_CONFIGURE)
+        assert _lifecycle(client) == State.PRIMARY_STATE_UNCONFIGURED
+        status = client.wait_for(lambda: (lambda s: s if s.level == DiagnosticStatus.ERROR else None)(
+            client.status(": model")), 15, "an ERROR report")
+        assert "the model did not load" in status.message and "no such directory" in status.message
+        assert not client.ask_client.service_is_ready()
+
+        (result,) = client.set_parameters(model_path=str(tiny_model_dir))
+        assert result.successful, result.reason
+        assert _lifecycle(client, Transition.TRANSITION_CONFIGURE)
+        assert _lifecycle(client) == State.PRIMARY_STATE_INACTIVE
+        assert not client.ask_client.service_is_ready()  # inactive: no interfaces yet
+
+        assert _lifecycle(client, Transition.TRANSITION_ACTIVATE)
+        client.wait_ready(timeout=60)
+        rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        assert client.show(to_image_msg(rgb, client.header(42))).success
+
+        assert _lifecycle(client, Transition.TRANSITION_DEACTIVATE)
+        client.wait_for(lambda: not client.ask_client.service_is_ready(), 30, "~/ask to go away")
+        assert _lifecycle(client, Transition.TRANSITION_CLEANUP)
+        assert _lifecycle(client) == State.PRIMARY_STATE_UNCONFIGURED
+        status = client.wait_for(lambda: (lambda s: s if "no model loaded" in s.message else None)(
+            client.status(": model")), 15, "the model to be freed")
+        assert status.level == DiagnosticStatus.WARN
+
+        # and back: configure + activate again serves again
+        assert _lifecycle(client, Transition.TRANSITION_CONFIGURE)
+        assert _lifecycle(client, Transition.TRANSITION_ACTIVATE)
+        client.wait_ready(timeout=60)
+        assert client.show(to_image_msg(rgb, client.header(43))).success
+        assert _lifecycle(client, Transition.TRANSITION_ACTIVE_SHUTDOWN)
+        assert _lifecycle(client) == State.PRIMARY_STATE_FINALIZED
+    finally:
+        client.close()
+        assert node.stop() == 0, node.log()
