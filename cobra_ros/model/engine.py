@@ -140,8 +140,10 @@ class CobraEngine:
     @torch.inference_mode()
     def ask_batch(self, frames: Sequence[FrameState], questions: Sequence[str], max_new_tokens: int = 64,
                   on_token: Sequence[TokenCallback | None] | None = None, cancel: Callable[[], bool] | None = None,
-                  temperature: float = 0.0, seed: int | None = None) -> list[Answer]:
-        """Answer each question about its frame, decoding all of them together, greedy unless temperature > 0."""
+                  temperature: float = 0.0, seed: int | None = None, stop_at_eos: bool = True) -> list[Answer]:
+        """Answer each question about its frame, decoding all of them together, greedy unless temperature > 0.
+
+        `stop_at_eos=False` always generates max_new_tokens (benchmarks)."""
         n = len(frames)
         if len(questions) != n:
             raise ValueError(f"{n} frames but {len(questions)} questions")
@@ -164,7 +166,7 @@ class CobraEngine:
             tokens = self._pick(logits, temperature, generator)
             for i, token in enumerate(tokens.tolist()):
                 if finish[i] is None:
-                    if token == self.tokenizer.eos_id:
+                    if token == self.tokenizer.eos_id and stop_at_eos:
                         finish[i] = "eos"
                     else:
                         streams[i].push(token)
