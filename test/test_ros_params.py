@@ -1,0 +1,85 @@
+"""Node parameters: config/cobra.yaml matches the declarations, and each rule refuses with a reason."""
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from rcl_interfaces.msg import ParameterDescriptor
+
+from cobra_ros.model.checkpoint import CHECKPOINT
+from cobra_ros.paths import default_model_path
+from cobra_ros.ros import params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_yaml_holds_every_parameter_with_its_declared_default():
+    yaml_params = yaml.safe_load((ROOT / "config" / "cobra.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(yaml_params) == set(params.SPECS)
+    for name, spec in params.SPECS.items():
+        assert (yaml_params[name], type(yaml_params[name])) == (spec.default, type(spec.default)), name
+
+
+def test_descriptors_carry_description_range_and_read_only():
+    for name, spec in params.SPECS.items():
+        desc = params.descriptor(name, spec)
+        assert isinstance(desc, ParameterDescriptor) and len(desc.description) > 20, name
+        assert desc.read_only == spec.read_only
+        if spec.range is not None:
+            (bounds,) = desc.floating_point_range or desc.integer_range
+            assert (bounds.from_value, bounds.to_value) == spec.range and bounds.from_value <= spec.default
+    assert params.descriptor("describe_rate_hz", params.SPECS["describe_rate_hz"]).floating_point_range
+    assert params.descriptor("queue_size", params.SPECS["queue_size"]).read_only
+
+
+@pytest.mark.parametrize("name, value, others, reason", [
+    ("transport", "udp", {}, "transport 'udp' is not one of raw, compressed"),
+    ("dtype", "int4", {}, "dtype 'int4' is not one of"),
+    ("device", "tpu:0", {}, "device 'tpu:0'"),
+    ("device", "meta", {}, "only cpu and cuda"),
+    ("prompt", "", {"max_question_chars": 100}, "prompt is empty"),
+    ("prompt", "x" * 101, {"max_question_chars": 100}, "prompt is 101 characters long"),
+    ("max_new_tokens", 300, {"max_new_tokens_limit": 256}, r"max_new_tokens \(300\) must not exceed"),
+    ("max_new_tokens_limit", 10, {"max_new_tokens": 64}, r"max_new_tokens \(64\) must not exceed"),
+    ("image_topics", [], {}, "image_topics is empty"),
+    ("image_topics", ["image", "image"], {}, "duplicates"),
+    ("image_topics", ["camera/1image"], {}, "not a valid topic name"),
+    ("model_path", " ", {}, "model_path is empty"),
+])
+def test_bad_values_are_refused_with_a_reason(name, value, others, reason):
+    problem = params.check(name, value, others)
+    assert problem is not None and re.search(reason, problem), problem
+
+
+def test_good_values_pass():
+    assert params.check("transport", "compressed", {}) is None
+    assert params.check("device", "cpu", {}) is None
+    assert params.check("image_topics", ["image", "wrist/image", "/abs/image", "~/private"], {}) is None
+    assert params.check("max_new_tokens", 256, {"max_new_tokens_limit": 256}) is None
+
+
+def test_model_directories_are_checked_before_a_load(tiny_model_dir, tmp_path, monkeypatch):
+    assert params.model_dir_problem(str(tiny_model_dir)) is None
+    assert "no such directory" in params.model_dir_problem(str(tmp_path / "nope"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "config.json" in params.model_dir_problem(str(empty))
+    broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
+    (broken / CHECKPOINT).unlink()
+    assert f"{broken / CHECKPOINT} is missing" in params.model_dir_problem(str(broken))
+    # relative paths: the working directory first
+    monkeypatch.chdir(tiny_model_dir.parent)
+    assert params.resolve_model_path(tiny_model_dir.name) == tiny_model_dir
+    assert params.model_dir_problem(tiny_model_dir.name) is None
+
+
+def test_the_default_model_path_resolves_to_the_bundled_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    candidates = params.model_path_candidates(params.SPECS["model_path"].default)
+    assert candidates[0] == tmp_path / "models" / "langtable-tiny"  # a user's own copy wins
+    assert ROOT / "models" / "langtable-tiny" in candidates and default_model_path() in candidates
+    bundled = tmp_path / "checkout" / "models" / "langtable-tiny"
+    bundled.mkdir(parents=True)
+    monkeypatch.setattr(params, "model_path_candidates", lambda value: [tmp_path / "missing", bundled])
+    assert params.resolve_model_path("models/langtable-tiny") == bundled
