@@ -79,8 +79,17 @@ class _Stream:
 
     def push(self, token_id: int) -> None:
         self.ids.append(token_id)
+        self._emit(final=False)
+
+    def flush(self) -> None:
+        """At the end of generation whatever is left is emitted, complete or not."""
+        self._emit(final=True)
+
+    def _emit(self, final: bool) -> None:
+        if self.on_token is None or not self.ids:
+            return
         text = self.tokenizer.decode(self.ids)
-        if self.on_token is not None and not text.endswith("\ufffd"):
+        if len(text) > len(self.text) and (final or not text.endswith("\ufffd")):
             piece, self.text = text[len(self.text):], text
             self.on_token(piece, len(self.ids))
 
@@ -119,6 +128,7 @@ class CobraEngine:
         return self.encode_batch([image])[0]
 
     # -- questions ------------------------------------------------------------------------------------------
+    @torch.inference_mode()
     def _prefill(self, frame: FrameState, question: str) -> tuple[torch.Tensor, MambaState]:
         ids = torch.tensor([self.tokenizer.prompt_ids(question)], device=self.device)
         logits, state = self.model.llm(self.model.llm.embed(ids), frame.state, last_only=True)
@@ -174,6 +184,8 @@ class CobraEngine:
                 break
             logits = self.model.llm.step(tokens, state).float()
         decode_ms = _ms_since(t1, self.device)
+        for stream in streams:
+            stream.flush()
         return [Answer(self.tokenizer.decode(s.ids).strip(), s.ids, 0.0, prefill_ms / n, decode_ms, f or "length")
                 for s, f in zip(streams, finish)]
 
