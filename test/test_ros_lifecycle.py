@@ -123,3 +123,36 @@ def test_a_managed_node_loads_on_configure_serves_when_active_and_frees_on_clean
     finally:
         client.close()
         assert node.stop() == 0, node.log()
+
+
+def test_use_sim_time_drives_the_node_clock(tiny_model_dir):
+    """With use_sim_time, descriptions follow /clock (none while it is silent) and reports carry sim time."""
+    from rosgraph_msgs.msg import Clock
+
+    node = NodeProcess(["-p", f"model_path:={tiny_model_dir}", "-p", "use_sim_time:=true",
+                        "-p", "describe_rate_hz:=2.0", "-p", "max_new_tokens:=2", "-r", f"__ns:={NS}/sim"])
+    client = CobraClient(f"{NS}/sim")
+    try:
+        client.wait_ready(timeout=120)
+        rgb = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        frame = to_image_msg(rgb, client.header(7))
+        assert client.show(frame).success  # requests do not depend on the clock
+        # no /clock yet: sim time stands still, so the 2 Hz description timer never fires
+        assert not client.wait_for_quiet(lambda: client.descriptions, seconds=1.5)
+        clock = client.node.create_publisher(Clock, "/clock", 10)
+        sim = {"sec": 1000}
+
+        def tick():
+            sim["sec"] += 1
+            msg = Clock()
+            msg.clock.sec = sim["sec"]
+            clock.publish(msg)
+            return client.descriptions
+
+        described = client.wait_for(tick, 30, "a description once /clock runs", poll=0.05)
+        assert described[0].header == frame.header
+        client.wait_for(lambda: any(s.sec > 1000 for s in client.diagnostics_stamps), 15, "a sim-time report")
+        assert all(s.sec < 10_000 for s in client.diagnostics_stamps[-3:])  # sim time, not wall time
+    finally:
+        client.close()
+        assert node.stop() == 0, node.log()

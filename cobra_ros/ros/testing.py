@@ -92,6 +92,17 @@ class RosClient:
             time.sleep(poll)
         raise TimeoutError(f"{what}: not within {timeout} s")
 
+    @staticmethod
+    def wait_for_quiet(predicate, seconds: float, poll: float = 0.05):
+        """Watch `predicate` for `seconds`; its first truthy value, or None if it stayed falsy throughout."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(poll)
+        return None
+
     def close(self) -> None:
         self.executor.shutdown()
         self._thread.join(10.0)
@@ -123,6 +134,7 @@ class CobraClient(RosClient):
         self._lock = threading.Lock()
         self.descriptions, self.stream, self.annotated = [], [], []
         self.diagnostics = {}  # status name -> (receive time, DiagnosticStatus)
+        self.diagnostics_stamps = []  # header stamps of the node's DiagnosticArrays (its clock)
         for topic, store in (("description", self.descriptions), ("description/stream", self.stream)):
             node.create_subscription(SceneDescription, f"{self.base}/{topic}", self._keeper(store), 100)
         from sensor_msgs.msg import Image
@@ -139,8 +151,11 @@ class CobraClient(RosClient):
     def _on_diagnostics(self, msg):
         now = time.monotonic()
         with self._lock:
-            for status in msg.status:
+            mine = [status for status in msg.status if status.name.startswith(self.base + ":")]
+            for status in mine:
                 self.diagnostics[status.name] = (now, status)
+            if mine:
+                self.diagnostics_stamps.append(msg.header.stamp)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         for client in (self.ask_client, self.yes_no_client, self.get_params_client):
