@@ -84,7 +84,8 @@ class CobraNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_DEPTH)
-        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        steady = Clock(clock_type=ClockType.STEADY_TIME)  # reports keep coming when sim time stands still
+        self.create_timer(1.0, self._guarded("diagnostics", self._publish_diagnostics), clock=steady)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> bool:
@@ -185,6 +186,12 @@ class CobraNode(LifecycleNode):
 
     # -- parameters ---------------------------------------------------------------------------------------
     def _validate_parameters(self, parameters) -> SetParametersResult:
+        try:
+            return self._check_parameters(parameters)
+        except Exception as err:  # a check that breaks refuses the change instead of breaking the node
+            return SetParametersResult(successful=False, reason=f"cannot check: {type(err).__name__}: {err}")
+
+    def _check_parameters(self, parameters) -> SetParametersResult:
         if self._reverting:
             return SetParametersResult(successful=True)
         declaring = not hasattr(self, "settings")  # overrides are checked as declared; files at configure
@@ -203,6 +210,12 @@ class CobraNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, parameters) -> None:
+        try:
+            self._use_parameters(parameters)
+        except Exception as err:
+            self.get_logger().error(f"applying {[p.name for p in parameters]} failed: {type(err).__name__}: {err}")
+
+    def _use_parameters(self, parameters) -> None:
         previous, self.settings = self.settings, Settings.read(self)
         if self._reverting:
             return
@@ -252,9 +265,9 @@ class CobraNode(LifecycleNode):
             cameras[name] = camera
             msg_type, topic = (CompressedImage, f"{name}/compressed") if settings.transport == "compressed" \
                 else (Image, name)
+            on_image = self._guarded(f"frame from {camera.topic}", partial(self._on_image, camera))
             self._camera_subscriptions.append(self.create_subscription(
-                msg_type, topic, partial(self._on_image, camera), qos_profile_sensor_data,
-                callback_group=self._frames_group))
+                msg_type, topic, on_image, qos_profile_sensor_data, callback_group=self._frames_group))
         self._cameras = cameras
 
     def _unsubscribe(self) -> None:
@@ -284,6 +297,17 @@ class CobraNode(LifecycleNode):
         raise RequestError(f"unknown camera {name!r}; cameras: {', '.join(c.name for c in cameras)}")
 
     # -- requests -----------------------------------------------------------------------------------------
+    def _guarded(self, what: str, callback):
+        """A timer/subscription callback whose exceptions are reported, not raised: the executor would
+        re-raise them from spin() and end the node."""
+        def guarded(*args):
+            try:
+                callback(*args)
+            except Exception as err:
+                self.get_logger().error(f"{what} failed: {type(err).__name__}: {err}",
+                                        throttle_duration_sec=WARN_EVERY_S)
+        return guarded
+
     def _always_reply(self, handler):
         """A service callback that replies even when the handler raises."""
         def callback(request, response):
@@ -309,7 +333,7 @@ class CobraNode(LifecycleNode):
         while not job.wait(0.02):
             if cancel_requested():
                 job.cancel()  # a queued job ends now, a running one at its next token
-            elif time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 job.cancel()
                 self._count("timed_out")
                 return None, f"timed out: no answer within request_timeout_s = {timeout:g} s"
@@ -368,6 +392,15 @@ class CobraNode(LifecycleNode):
         return response
 
     def _on_describe(self, goal_handle):
+        try:
+            return self._describe_goal(goal_handle)
+        except Exception as err:  # the client still gets a result that says what went wrong
+            self.get_logger().error(f"describe goal failed: {traceback.format_exc()}")
+            if goal_handle.is_active:
+                goal_handle.abort()
+            return Describe.Result(success=False, message=f"internal error: {type(err).__name__}: {err}")
+
+    def _describe_goal(self, goal_handle):
         result = Describe.Result()
         goal, settings = goal_handle.request, self.settings
         try:
@@ -458,7 +491,8 @@ class CobraNode(LifecycleNode):
             self._describe_timer = None
         rate = self.settings.describe_rate_hz
         if rate > 0:  # the node clock: sim time when use_sim_time
-            self._describe_timer = self.create_timer(1.0 / rate, self._describe_tick)
+            tick = self._guarded("periodic description", self._describe_tick)
+            self._describe_timer = self.create_timer(1.0 / rate, tick)
 
     def _describe_tick(self) -> None:
         worker, settings = self._worker, self.settings
