@@ -5,9 +5,15 @@ from cobra_ros.cli.ros_latency import main
 
 
 def test_reports_every_step_with_its_ratio_to_encode(tiny_model_dir, tmp_path, capsys):
+    import torch
+
+    threads = torch.get_num_threads()
     out = tmp_path / "latency.json"
-    assert main(["--model", str(tiny_model_dir), "--width", "64", "--height", "48", "--repeat", "5",
-                 "--encode-repeat", "2", "--json", str(out)]) == 0
+    try:
+        assert main(["--threads", "1", "--model", str(tiny_model_dir), "--width", "64", "--height", "48",
+                     "--repeat", "5", "--encode-repeat", "2", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     figures = json.loads(out.read_text())["figures"]
     steps = {"image_in", "image_in.deserialize", "image_in.to_rgb", "compressed_in (jpeg)", "answer_out",
@@ -16,4 +22,4 @@ def test_reports_every_step_with_its_ratio_to_encode(tiny_model_dir, tmp_path, c
     for name, figure in figures.items():
         assert 0 <= figure["median_ms"] <= figure["p99_ms"] and name in printed
         assert abs(figure["ratio_to_encode"] - figure["median_ms"] / figures["model_encode"]["median_ms"]) < 1e-9
-    assert "64x48 rgb8" in printed and "of the model's encode" in printed
+    assert "64x48 rgb8" in printed and "of the model's encode" in printed and "torch threads 1" in printed

@@ -9,7 +9,6 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
-from cobra_ros.model.checkpoint import TOKENIZER_DIR
 from cobra_ros.ros.image_conversion import to_image_msg
 from cobra_ros.ros.testing import CobraClient, NodeProcess, isolate_ros_traffic, write_pickled_model_copy
 
@@ -36,8 +35,6 @@ def _mismatched_copy(model_dir, out):
 
 def test_bad_model_files_at_start_up_exit_non_zero_with_the_reason(tiny_model_dir, tmp_path):
     pwned = tmp_path / "pwned"
-    incomplete = shutil.copytree(tiny_model_dir, tmp_path / "incomplete")
-    (incomplete / TOKENIZER_DIR / "tokenizer.json").unlink()
     truncated = shutil.copytree(tiny_model_dir, tmp_path / "truncated")
     checkpoint = truncated / "checkpoints" / "latest-checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
@@ -45,7 +42,6 @@ def test_bad_model_files_at_start_up_exit_non_zero_with_the_reason(tiny_model_di
         "missing": (["-p", f"model_path:={tmp_path / 'nowhere'}"], 1, "no such directory"),
         "pickled": (["-p", f"model_path:={write_pickled_model_copy(tiny_model_dir, tmp_path / 'evil', pwned)}"], 1,
                     "refused, it holds pickled objects"),
-        "incomplete": (["-p", f"model_path:={incomplete}"], 1, "tokenizer.json is missing"),
         "truncated": (["-p", f"model_path:={truncated}"], 1, "unreadable checkpoint"),
         "mismatched": (["-p", f"model_path:={_mismatched_copy(tiny_model_dir, tmp_path / 'deeper')}"], 1,
                        "does not match the config"),

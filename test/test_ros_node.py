@@ -81,7 +81,11 @@ def cobra(node):
 
 @pytest.fixture(scope="module")
 def expect(tiny_engine):
-    """What the engine itself says about a frame."""
+    """What the engine itself says about a frame (one torch thread, like the node: the machine is shared)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     class Expect:
         def p(self, rgb, question=FRAME_QUESTION):
             return tiny_engine.yes_no(tiny_engine.encode(rgb), question)
@@ -101,7 +105,8 @@ def expect(tiny_engine):
 
             tiny_engine.ask(tiny_engine.encode(rgb), question, max_new_tokens, on_token=on_token)
             return calls
-    return Expect()
+    yield Expect()
+    torch.set_num_threads(threads)
 
 
 def test_parameters_from_the_yaml_file_take_effect(cobra, tiny_model_dir):

@@ -121,11 +121,14 @@ def main(argv=None) -> int:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--repeat", type=int, default=200, help="timed runs of each ROS-side step")
     parser.add_argument("--encode-repeat", type=int, default=20, help="timed runs of the model's encode")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
 
     import torch
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     engine, origin = load_engine(args.model, args.device, args.dtype)
     figures = measure(engine, args.width, args.height, args.repeat, args.encode_repeat)
     print(f"cobra-ros-latency: {args.width}x{args.height} rgb8, model {engine.name} ({origin}) on {engine.device}, "

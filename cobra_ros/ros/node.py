@@ -181,6 +181,10 @@ class CobraNode(LifecycleNode):
         problem = params.device_problem(settings.device) or params.model_dir_problem(settings.model_path)
         if problem:
             raise ValueError(problem)
+        if settings.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
         path = params.resolve_model_path(settings.model_path)
         return cobra_ros.load(path, device=settings.device, dtype=settings.dtype), path
 

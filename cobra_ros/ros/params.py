@@ -57,6 +57,8 @@ SPECS: dict[str, Spec] = {
     "max_image_pixels": Spec(DEFAULT_MAX_PIXELS, "larger frames are rejected (width x height)", (1, 1 << 31)),
     "request_timeout_s": Spec(30.0, "a request that waits longer than this for the model is answered with "
                                     "an error (and its generation stopped)", (0.1, 3600.0)),
+    "torch_threads": Spec(0, "CPU threads torch may use (set at configure); 0 = torch's default, one per core. "
+                             "Fewer leave cores to the rest of the robot", (0, 1024)),
     "queue_size": Spec(8, "requests that may wait for the model; further ones are refused as busy",
                        (1, 256), read_only=True),
     "autostart": Spec(True, "configure and activate the lifecycle node at start-up", read_only=True),
@@ -101,6 +103,7 @@ class Settings:
     publish_annotated: bool
     max_image_pixels: int
     request_timeout_s: float
+    torch_threads: int
     queue_size: int
     autostart: bool
 

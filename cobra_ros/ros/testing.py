@@ -29,11 +29,16 @@ def isolate_ros_traffic() -> int:
 class NodeProcess:
     """`python -m cobra_ros.ros.node --ros-args ...` with its output in a log file."""
 
-    def __init__(self, ros_args: list[str], module: str = "cobra_ros.ros.node"):
+    def __init__(self, ros_args: list[str], module: str = "cobra_ros.ros.node", torch_threads: int | None = 1):
+        """torch_threads=1 by default: on a small shared machine, several processes each spinning one
+        OpenMP thread per core are far slower than one thread each."""
         self.log_path = Path(tempfile.mkstemp(prefix="cobra_node_", suffix=".log")[1])
         self._log = open(self.log_path, "w")
         self.command = [sys.executable, "-u", "-m", module, "--ros-args", *ros_args]
-        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        env = os.environ.copy()
+        if torch_threads is not None:
+            env["OMP_NUM_THREADS"] = str(torch_threads)
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
