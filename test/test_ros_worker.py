@@ -177,7 +177,8 @@ def test_latest_frame_wins_and_every_frame_is_accounted_for():
     assert_counts_add_up(camera)
     got, state = camera.latest(engine, generation=0)
     assert state.value == 9 and engine.encoded == [9]
-    assert camera.counts() == {"received": 11, "rejected": 1, "dropped": 9, "encoded": 1, "failed": 0, "waiting": 0}
+    assert camera.counts() == {"received": 11, "rejected": 1, "dropped": 9, "encoded": 1, "failed": 0, "waiting": 0,
+                               "lost": 0}
     # no new frame: the cached state is reused, nothing is encoded again
     assert camera.latest(engine, 0)[1] is state and engine.encoded == [9]
     # a new model: the same frame is encoded again for it
@@ -197,6 +198,14 @@ def test_a_frame_that_fails_to_encode_is_skipped_and_the_last_good_one_kept():
     assert got.header.stamp.sec == 3 and state.value == 3
     assert camera.failed == 1 and "cannot encode 7" in camera.last_problem and len(failures) == 1
     assert_counts_add_up(camera)
+
+
+def test_frames_lost_before_the_node_are_counted_from_sequence_gaps_per_publisher():
+    camera = Camera("image", "/image")
+    for publisher, sequence in [(b"a", 1), (b"a", 2), (b"b", 7), (b"a", 5), (b"b", 8), (b"a", 6), (b"b", 12)]:
+        camera.note_sequence(publisher, sequence)
+    camera.note_sequence(b"c", None)  # a middleware without sequence numbers: nothing to count
+    assert camera.counts()["lost"] == 2 + 3
 
 
 def test_concurrent_offers_are_counted_exactly():

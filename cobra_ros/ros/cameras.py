@@ -6,12 +6,15 @@ frame only when it needs one, so a fast camera never builds a backlog. The count
     received == rejected + dropped + encoded + failed + (1 if a frame waits in the mailbox else 0)
 
 `dropped` frames were replaced by a newer one before the model looked at them; `failed` frames raised
-while being encoded (they are skipped and the last good frame stays in use).
+while being encoded (they are skipped and the last good frame stays in use). `lost` counts frames that
+a publisher sent but that never reached the node (gaps in its DDS publication sequence numbers: a
+best-effort transport losing them, or the subscription queue overflowing), when the middleware says.
 """
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,6 +32,9 @@ class NoFrame(LookupError):
     pass
 
 
+MAX_PUBLISHERS = 32  # publishers whose sequence numbers are followed; the least recently heard is forgotten
+
+
 class Camera:
     def __init__(self, name: str, topic: str, on_failure: Callable[[str], None] | None = None,
                  on_encoded: Callable[[float], None] | None = None):
@@ -38,7 +44,8 @@ class Camera:
         self._pending: Frame | None = None
         self._seq = 0
         self.described_seq = 0  # the newest frame the periodic description has covered
-        self.received = self.rejected = self.dropped = self.encoded = self.failed = 0
+        self.received = self.rejected = self.dropped = self.encoded = self.failed = self.lost = 0
+        self._last_sequence: OrderedDict[bytes, int] = OrderedDict()  # publisher gid -> last sequence number
         self.last_problem = ""  # reason of the latest rejected or failed frame
         self._problem_time: float | None = None
         # used by the model worker only
@@ -47,6 +54,18 @@ class Camera:
         self._state_generation = -1
 
     # -- subscription side -------------------------------------------------------------------------------
+    def note_sequence(self, publisher: bytes, sequence: int | None) -> None:
+        """Count the frames this publisher sent since the last one received here, that never arrived."""
+        if sequence is None:  # the middleware does not number its samples
+            return
+        with self._lock:
+            last = self._last_sequence.pop(publisher, None)
+            if last is not None and sequence > last + 1:
+                self.lost += sequence - last - 1
+            self._last_sequence[publisher] = sequence
+            if len(self._last_sequence) > MAX_PUBLISHERS:
+                self._last_sequence.popitem(last=False)
+
     def offer(self, frame: Frame) -> None:
         with self._lock:
             self.received += 1
@@ -71,7 +90,8 @@ class Camera:
     def counts(self) -> dict:
         with self._lock:
             return {"received": self.received, "rejected": self.rejected, "dropped": self.dropped,
-                    "encoded": self.encoded, "failed": self.failed, "waiting": int(self._pending is not None)}
+                    "encoded": self.encoded, "failed": self.failed, "waiting": int(self._pending is not None),
+                    "lost": self.lost}
 
     def seconds_since_problem(self) -> float | None:
         return None if self._problem_time is None else time.monotonic() - self._problem_time

@@ -33,7 +33,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 import cobra_ros
@@ -53,6 +53,9 @@ WARN_EVERY_S = 5.0  # at most one warning per cause in this period
 OUTPUT_DEPTH = 10  # outputs: reliable, keep last 10
 STREAM_DEPTH = 200  # one message per token: a subscriber that is briefly slow still gets every token
 LOAD_JOIN_TIMEOUT_S = 120.0
+# Requests (services and action goals/cancels/results): reliable, and deep enough that a burst of clients
+# is answered "busy" by the node rather than overwritten unseen in the DDS queue (rclpy's default keeps 10).
+REQUEST_QOS = QoSProfile(depth=256)
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
@@ -119,11 +122,14 @@ class CobraNode(LifecycleNode):
         }
         group = self._requests_group
         self._servers = [
-            self.create_service(Ask, "~/ask", self._always_reply(self._on_ask), callback_group=group),
+            self.create_service(Ask, "~/ask", self._always_reply(self._on_ask), callback_group=group,
+                                qos_profile=REQUEST_QOS),
             self.create_service(AskYesNo, "~/ask_yes_no", self._always_reply(self._on_ask_yes_no),
-                                callback_group=group),
+                                callback_group=group, qos_profile=REQUEST_QOS),
             ActionServer(self, Describe, "~/describe", self._on_describe, callback_group=group,
-                         cancel_callback=lambda request: CancelResponse.ACCEPT),
+                         cancel_callback=lambda request: CancelResponse.ACCEPT,
+                         goal_service_qos_profile=REQUEST_QOS, cancel_service_qos_profile=REQUEST_QOS,
+                         result_service_qos_profile=REQUEST_QOS),
         ]
         self._subscribe()
         self._start_describe_timer()
@@ -269,9 +275,9 @@ class CobraNode(LifecycleNode):
             cameras[name] = camera
             msg_type, topic = (CompressedImage, f"{name}/compressed") if settings.transport == "compressed" \
                 else (Image, name)
-            on_image = self._guarded(f"frame from {camera.topic}", partial(self._on_image, camera))
             self._camera_subscriptions.append(self.create_subscription(
-                msg_type, topic, on_image, qos_profile_sensor_data, callback_group=self._frames_group))
+                msg_type, topic, self._image_callback(camera), qos_profile_sensor_data,
+                callback_group=self._frames_group))
         self._cameras = cameras
 
     def _unsubscribe(self) -> None:
@@ -279,7 +285,17 @@ class CobraNode(LifecycleNode):
             self.destroy_subscription(subscription)
         self._camera_subscriptions = []
 
-    def _on_image(self, camera: Camera, msg) -> None:
+    def _image_callback(self, camera: Camera):
+        guarded = self._guarded(f"frame from {camera.topic}", partial(self._on_image, camera))
+
+        def on_image(msg, info):  # two parameters: rclpy then passes the MessageInfo too
+            guarded(msg, info)
+        return on_image
+
+    def _on_image(self, camera: Camera, msg, info) -> None:
+        gid = (info.get("publisher_gid") or {}).get("data")
+        if gid is not None:
+            camera.note_sequence(bytes(gid), info.get("publication_sequence_number"))
         try:
             rgb = to_rgb(msg, self.settings.max_image_pixels)
         except Exception as err:  # ImageError, or anything a decoder raises on hostile bytes

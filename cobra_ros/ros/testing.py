@@ -130,10 +130,14 @@ class CobraClient(RosClient):
         super().__init__("cobra_test_client")
         self.namespace = namespace.rstrip("/")
         self.base = f"{self.namespace}/{node_name}"
+        from rclpy.qos import QoSProfile
+
         node = self.node
-        self.ask_client = node.create_client(Ask, f"{self.base}/ask")
-        self.yes_no_client = node.create_client(AskYesNo, f"{self.base}/ask_yes_no")
-        self.describe_client = ActionClient(node, Describe, f"{self.base}/describe")
+        many = QoSProfile(depth=256)  # one client object shared by many threads: keep every reply
+        self.ask_client = node.create_client(Ask, f"{self.base}/ask", qos_profile=many)
+        self.yes_no_client = node.create_client(AskYesNo, f"{self.base}/ask_yes_no", qos_profile=many)
+        self.describe_client = ActionClient(node, Describe, f"{self.base}/describe", goal_service_qos_profile=many,
+                                            result_service_qos_profile=many, cancel_service_qos_profile=many)
         self.get_params_client = node.create_client(GetParameters, f"{self.base}/get_parameters")
         self.set_params_client = node.create_client(SetParameters, f"{self.base}/set_parameters")
         self._lock = threading.Lock()
@@ -271,7 +275,7 @@ class CobraClient(RosClient):
     def camera_counts(self, camera: str = "image", newer_than: float = 0.0) -> dict:
         status = self.status(f"camera {camera}", newer_than)
         values = {kv.key: kv.value for kv in status.values}
-        return {k: int(values[k]) for k in ("received", "rejected", "dropped", "encoded", "failed", "waiting")}
+        return {k: int(values[k]) for k in ("received", "rejected", "dropped", "encoded", "failed", "waiting", "lost")}
 
 
 class _RunsCode:
