@@ -216,7 +216,8 @@ def main(argv=None) -> int:
         "calls": dict(soak.calls), "replies": dict(soak.replies), "errors": dict(soak.errors),
         "describe_goals_cancelled": soak.cancelled,
         "unanswered": soak.lost, "frames_published": soak.published, "frames": counted,
-        "frame_counts_exact": exact, "frames_published_but_not_counted": unseen, "rss_mb_start_end": [figures["rss"][0][1], figures["rss"][-1][1]],
+        "frame_counts_exact": exact, "frames_published_but_not_counted": unseen,
+        "rss_mb_start_end": [figures["rss"][0][1], figures["rss"][-1][1]],
         "rss_slope_mb_per_min": slope, "rss_trace_mb": [round(mb, 1) for _, mb in figures["rss"]],
         "latency": latency,
     }
