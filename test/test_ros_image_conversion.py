@@ -188,3 +188,52 @@ def test_malformed_compressed_images_are_refused(name):
 def test_not_an_image_message():
     with pytest.raises(ImageError, match="expected sensor_msgs/Image"):
         to_rgb(Header())
+
+
+# --- fuzzing: whatever arrives, the result is a valid frame or an ImageError -------------------------------
+
+def _check_outcome(msg, outcomes):
+    try:
+        out = to_rgb(msg, max_pixels=1 << 20)
+    except ImageError:
+        outcomes["refused"] += 1
+        return
+    assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+    assert 0 < out.shape[0] * out.shape[1] <= 1 << 20
+    outcomes["converted"] += 1
+
+
+def test_fuzzed_raw_messages_convert_or_are_refused():
+    rng = np.random.default_rng(2024)
+    encodings = list(image_conversion.ENCODINGS) + ["RGB8", "8UC3", "yuv422", "", "rgb16", "bgr8 "]
+    outcomes = {"converted": 0, "refused": 0}
+    for _ in range(3000):
+        h, w = (int(v) for v in rng.integers(-2, 40, 2))
+        encoding = encodings[rng.integers(len(encodings))]
+        channels, dtype = image_conversion.ENCODINGS.get(encoding, (3, np.uint8))
+        row = max(w, 0) * channels * np.dtype(dtype).itemsize
+        step = int(max(0, row + rng.integers(-3, 8)))
+        size = int(max(0, step * max(h, 0) + rng.choice([0, 0, 0, -1, 1, int(rng.integers(-50, 50))])))
+        msg = Image(height=max(h, 0), width=max(w, 0), encoding=encoding, step=step,
+                    is_bigendian=int(rng.integers(2)), data=rng.bytes(size))
+        _check_outcome(msg, outcomes)
+    assert outcomes["converted"] > 300 and outcomes["refused"] > 300, outcomes
+
+
+def test_fuzzed_compressed_bytes_decode_or_are_refused():
+    rng = np.random.default_rng(7)
+    seeds = [bytes(compressed(frame(h=24, w=32, seed=s), ext).data) for s in range(3) for ext in (".png", ".jpg")]
+    outcomes = {"converted": 0, "refused": 0}
+    for i in range(600):
+        data = bytearray(seeds[i % len(seeds)])
+        mutation = i % 3
+        if mutation == 0:  # flip bytes
+            for position in rng.integers(0, len(data), int(rng.integers(1, 20))):
+                data[position] = int(rng.integers(256))
+        elif mutation == 1:  # truncate
+            data = data[: int(rng.integers(0, len(data)))]
+        else:  # splice random bytes into the middle
+            cut = int(rng.integers(0, len(data)))
+            data = data[:cut] + rng.bytes(int(rng.integers(1, 200))) + data[cut:]
+        _check_outcome(CompressedImage(format="jpeg", data=bytes(data)), outcomes)
+    assert outcomes["refused"] > 100 and outcomes["converted"] > 50, outcomes

@@ -247,3 +247,22 @@ def test_token_budget_defaults_and_caps():
     assert token_budget(0, 64, 256) == (64, "")
     assert token_budget(10, 64, 256) == (10, "")
     assert token_budget(1000, 64, 256) == (256, "max_new_tokens 1000 capped to 256 (parameter max_new_tokens_limit)")
+
+
+def test_fuzzed_questions_are_accepted_as_text_or_refused_with_a_reason():
+    import random
+
+    rnd = random.Random(11)
+    alphabet = [chr(c) for c in range(0, 0x250)] + ["<|endoftext|>", "<|user|>", "\n<|assistant|>\n", "\ud7ff", "😀"]
+    outcomes = {"accepted": 0, "refused": 0}
+    for _ in range(3000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 60)))
+        try:
+            checked = check_question(text, max_chars=50)
+        except RequestError as err:
+            assert str(err).startswith("question ")
+            outcomes["refused"] += 1
+        else:
+            assert checked == text.strip() and checked and len(text) <= 50
+            outcomes["accepted"] += 1
+    assert outcomes["accepted"] > 100 and outcomes["refused"] > 1000, outcomes

@@ -586,6 +586,9 @@ class CobraNode(LifecycleNode):
 
 
 def main(args=None) -> int:
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # bad frames are reported, throttled, by us
     rclpy.init(args=args)
     try:
         node = CobraNode()

@@ -66,7 +66,8 @@ class Soak:
                 self.lost.append(f"{kind}: {lost}")
                 return
             self.replies[kind] += 1
-            self.latency[kind].append((time.monotonic() - started) * 1000.0)
+            outcome = f"error ({error_kind(error)})" if error else "answered"
+            self.latency[f"{kind} {outcome}"].append((time.monotonic() - started) * 1000.0)
             if error:
                 self.errors[f"{kind}: {error_kind(error)}"] += 1
 
