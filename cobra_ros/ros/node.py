@@ -9,8 +9,8 @@ A managed (lifecycle) node:
 With `autostart` (the default) it configures and activates itself; when the model does not load it
 says why and exits with status 1. /diagnostics is published in every state.
 
-Threads: a MultiThreadedExecutor runs the ROS callbacks; all model work runs on one worker thread
-(worker.py) with a bounded queue. Service and action callbacks wait for their job until
+Threads: a MultiThreadedExecutor runs the ROS callbacks; all model work (jobs.py) runs on one worker
+thread (worker.py) with a bounded queue. Service and action callbacks wait for their job until
 request_timeout_s and always reply, with the answer or the reason there is none.
 
     python -m cobra_ros.ros.node --ros-args -p model_path:=/models/cobra -r image:=/camera/image_raw
@@ -41,9 +41,9 @@ from cobra_ros.action import Describe
 from cobra_ros.msg import SceneDescription
 from cobra_ros.srv import Ask, AskYesNo
 from cobra_ros.ros import diagnostics, params
-from cobra_ros.ros.annotate import annotate
 from cobra_ros.ros.cameras import Camera, Frame, NoFrame
-from cobra_ros.ros.image_conversion import ImageError, to_image_msg, to_rgb
+from cobra_ros.ros.image_conversion import ImageError, to_rgb
+from cobra_ros.ros.jobs import ModelJobs
 from cobra_ros.ros.params import MODEL_PARAMETERS, Settings
 from cobra_ros.ros.requests import RequestError, check_question, token_budget
 from cobra_ros.ros.worker import JobCancelled, ModelWorker, WorkerBusy, WorkerStopped
@@ -76,6 +76,7 @@ class CobraNode(LifecycleNode):
         self._loader: threading.Thread | None = None
         self._reverting = False
         self._timings = diagnostics.Timings()
+        self._jobs = ModelJobs(self._publish, lambda: self.settings, self._timings)
         self._requests = {"answered": 0, "refused": 0, "timed_out": 0}
         self._requests_lock = threading.Lock()
         self._requests_group = ReentrantCallbackGroup()
@@ -384,7 +385,7 @@ class CobraNode(LifecycleNode):
             budget, note = self._budget(request.max_new_tokens)
         except RequestError as err:
             return self._refuse(response, str(err))
-        result, problem = self._run(partial(self._answer, camera, question, budget), "ask")
+        result, problem = self._run(partial(self._jobs.answer, camera, question, budget), "ask")
         if problem:
             return self._refuse(response, problem)
         frame, answer = result
@@ -401,7 +402,7 @@ class CobraNode(LifecycleNode):
             camera = self._camera(request.camera)
         except RequestError as err:
             return self._refuse(response, str(err))
-        result, problem = self._run(partial(self._yes_no, camera, question), "ask_yes_no")
+        result, problem = self._run(partial(self._jobs.yes_no, camera, question), "ask_yes_no")
         if problem:
             return self._refuse(response, problem)
         frame, probability = result
@@ -440,7 +441,7 @@ class CobraNode(LifecycleNode):
         def cancel_requested() -> bool:
             return goal_handle.is_cancel_requested
 
-        job = partial(self._describe, camera, prompt, budget, feedback, cancel_requested)
+        job = partial(self._jobs.describe, camera, prompt, budget, feedback, cancel_requested)
         outcome, problem = self._run(job, "describe", cancel_requested)
         if goal_handle.is_cancel_requested:
             goal_handle.canceled()
@@ -460,51 +461,7 @@ class CobraNode(LifecycleNode):
         result.success, result.message, result.description = True, note, outcome[2]
         return result
 
-    # -- model work (on the worker thread) ----------------------------------------------------------------
-    def _answer(self, camera, question, budget, engine, job):
-        frame, state = camera.latest(engine, job.generation)
-        answer = engine.ask(state, question, budget, cancel=lambda: job.cancelled)
-        self._timings.add(prefill_ms=answer.prefill_ms, decode_ms=answer.decode_ms,
-                          tokens_per_second=answer.tokens_per_second)
-        self._publish_annotated(frame, f"Q: {question}  A: {answer.text}")
-        return frame, answer
-
-    def _yes_no(self, camera, question, engine, job):
-        frame, state = camera.latest(engine, job.generation)
-        started = time.perf_counter()
-        probability = engine.yes_no(state, question)
-        self._timings.add(prefill_ms=(time.perf_counter() - started) * 1000.0)
-        self._publish_annotated(frame, f"Q: {question}  P(yes) = {probability:.2f}")
-        return frame, probability
-
-    def _describe(self, camera, prompt, budget, feedback, cancel_requested, engine, job):
-        """Describe the camera's latest frame; publishes the final text, and the stream when enabled."""
-        frame, state = camera.latest(engine, job.generation)
-        stream = self.settings.stream_tokens
-        pieces = []
-
-        def on_token(piece: str, num_tokens: int) -> None:
-            pieces.append(piece)
-            text = "".join(pieces)
-            if feedback is not None:
-                feedback(text, num_tokens)
-            if stream:
-                self._publish("stream", SceneDescription(header=frame.header, text=text, prompt=prompt,
-                                                         is_final=False, num_tokens=num_tokens, model=engine.name))
-
-        answer = engine.ask(state, prompt, budget, on_token=on_token,
-                            cancel=lambda: job.cancelled or cancel_requested())
-        msg = SceneDescription(header=frame.header, text=answer.text, prompt=prompt,
-                               is_final=answer.finish_reason != "cancelled", num_tokens=answer.num_tokens,
-                               encode_ms=state.encode_ms, prefill_ms=answer.prefill_ms, decode_ms=answer.decode_ms,
-                               tokens_per_second=answer.tokens_per_second, model=engine.name)
-        self._timings.add(prefill_ms=answer.prefill_ms, decode_ms=answer.decode_ms,
-                          tokens_per_second=answer.tokens_per_second)
-        if msg.is_final:
-            self._publish("description", msg)
-            self._publish_annotated(frame, answer.text)
-        return frame, answer, msg
-
+    # -- periodic descriptions ----------------------------------------------------------------------------
     def _start_describe_timer(self) -> None:
         if self._describe_timer is not None:
             self.destroy_timer(self._describe_timer)
@@ -522,16 +479,7 @@ class CobraNode(LifecycleNode):
         for camera in list(self._cameras.values()):
             if camera.newest_seq > camera.described_seq:  # each frame once at most; none queued while one runs
                 worker.run_in_background(f"describe {camera.name}", partial(
-                    self._describe_periodically, camera, settings.prompt, budget))
-
-    def _describe_periodically(self, camera, prompt, budget, engine, job):
-        covered = camera.newest_seq  # a frame that fails is not retried at every tick
-        try:
-            frame, answer, msg = self._describe(camera, prompt, budget, None, lambda: False, engine, job)
-            covered = max(covered, frame.seq)
-        finally:
-            camera.described_seq = max(camera.described_seq, covered)
-        return frame, answer, msg
+                    self._jobs.describe_periodically, camera, settings.prompt, budget))
 
     # -- outputs ------------------------------------------------------------------------------------------
     def _publish(self, role: str, msg) -> None:
@@ -542,10 +490,6 @@ class CobraNode(LifecycleNode):
             publisher.publish(msg)
         except Exception as err:  # deactivated meanwhile: the publisher is gone
             self.get_logger().debug(f"not published on {role}: {err}")
-
-    def _publish_annotated(self, frame: Frame, text: str) -> None:
-        if self.settings.publish_annotated:
-            self._publish("annotated", to_image_msg(annotate(frame.rgb, text), frame.header))
 
     def _report_frame_failure(self, message: str) -> None:
         self.get_logger().error(message, throttle_duration_sec=WARN_EVERY_S)
