@@ -9,7 +9,10 @@ DEPS_STAMP := $(VENV)/.cobra-deps.stamp
 
 # DDS traffic of tests/demos stays on this machine, and a random domain keeps parallel runs
 # (CI, other developers on the same host) from seeing each other's topics.
-RUN_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$((RANDOM % 100 + 101))}
+# One torch thread per process: the node, the replay node and the client share 2 cores, and OpenMP
+# threads spinning on a busy core slowed training there 4x.
+RUN_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$((RANDOM % 100 + 101))} \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 
 .PHONY: venv test demo soak clean distclean
 
@@ -32,7 +35,7 @@ demo: venv
 	$(RUN_ENV) $(PY) -m cobra_ros.demo
 
 soak: venv
-	$(RUN_ENV) $(PY) -m cobra_ros.soak
+	$(RUN_ENV) $(PY) -m cobra_ros.ros.soak
 
 clean:
 	rm -rf build install log .pytest_cache *.egg-info
