@@ -27,7 +27,9 @@ def test_chunked_and_recurrent_scans_match_the_recurrence_even_when_chunks_must_
     b, L, d, n = 2, 40, 6, 4
     x, B, C = torch.randn(b, L, d, generator=g), torch.randn(b, L, n, generator=g), torch.randn(b, L, n, generator=g)
     A, D = -torch.rand(d, n, generator=g) * 16, torch.randn(d, generator=g)
-    for scale in (0.05, 2.0):  # 2.0 makes a 16-step chunk decay past exp(-60): the chunked scan must split it
+    # 2.0 makes a 16-step chunk decay past exp(-60), so the chunked scan must split it; 10.0 makes single
+    # steps decay past it
+    for scale in (0.05, 2.0, 10.0):
         delta = torch.rand(b, L, d, generator=g) * scale
         y_ref, h_ref = naive_scan(x, delta, A, B, C, D)
         for scan in (selective_scan, recurrent_scan):

@@ -71,7 +71,10 @@ def selective_scan(x, delta, A, B, C, D, h0=None, chunk: int = 16, max_decay: fl
         while T > 1 and -a[:, T - 1].min() > max_decay:
             T //= 2
             a = a[:, :T]
-        hs = torch.exp(a) * (h[:, None] + torch.cumsum(torch.exp(-a) * xB[:, start:start + T], dim=1))
+        if T == 1:  # a single step whose decay alone would overflow exp(-a): the recurrence as written
+            hs = torch.exp(a) * h[:, None] + xB[:, start:start + 1]
+        else:
+            hs = torch.exp(a) * (h[:, None] + torch.cumsum(torch.exp(-a) * xB[:, start:start + T], dim=1))
         ys.append((hs * C[:, start:start + T, None]).sum(-1))
         h = hs[:, -1]
         start += T
