@@ -53,10 +53,9 @@ class Truths:
 def relabel(example: questions.Example, frame):
     """The example's label recomputed on the frame the node actually answered about (None: not askable there)."""
     blocks = {b.name: b for b in frame.truth.blocks if b.visible >= 0.5}
-    if any(name not in blocks for name in example.blocks[: (1 if example.relation == "presence" else None)]):
-        return None
-    if example.relation == "presence":
-        return example.blocks[0] in blocks
+    if example.relation == "presence":  # absent blocks are the "no" answers; hidden ones are not askable
+        hidden = {b.name for b in frame.truth.blocks if b.visible < 0.5}
+        return None if example.blocks[0] in hidden else example.blocks[0] in blocks
     if any(name not in blocks for name in example.blocks):
         return None
     parts = [blocks[n] for n in example.blocks]
