@@ -30,3 +30,15 @@ def rgb():
     def make(seed=0, h=96, w=128):
         return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     return make
+
+
+@pytest.fixture(scope="module")
+def ros_env():
+    """DDS of this test module's nodes stays on this host, in a domain of this process's own."""
+    from cobra_ros.ros.testing import isolate_ros_traffic
+
+    saved = dict(os.environ)
+    isolate_ros_traffic()
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -10,18 +10,12 @@ from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
 from cobra_ros.ros.image_conversion import to_image_msg
-from cobra_ros.ros.testing import CobraClient, NodeProcess, isolate_ros_traffic, write_pickled_model_copy
+from cobra_ros.ros.testing import CobraClient, NodeProcess, write_pickled_model_copy
 
 NS = f"/cobra_lifecycle_test_{os.getpid()}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros_env():
-    saved = dict(os.environ)
-    isolate_ros_traffic()
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("ros_env")
 
 
 def _mismatched_copy(model_dir, out):

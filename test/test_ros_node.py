@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
 
 from cobra_ros.ros.image_conversion import to_image_msg
-from cobra_ros.ros.testing import CobraClient, NodeProcess, isolate_ros_traffic, write_pickled_model_copy
+from cobra_ros.ros.testing import CobraClient, NodeProcess, write_pickled_model_copy
 
 NS = f"/cobra_node_test_{os.getpid()}"
 PROMPT = "What is on the table?"
@@ -44,15 +44,6 @@ def image(rgb, frame_id="camera_optical_frame", nanosec=250):
 def stamp(header_or_time):
     time_ = getattr(header_or_time, "stamp", header_or_time)
     return time_.sec, time_.nanosec
-
-
-@pytest.fixture(scope="module")
-def ros_env():
-    saved = dict(os.environ)
-    isolate_ros_traffic()
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,12 @@ from std_msgs.msg import String
 
 from cobra_ros.langtable.replay import SyntheticSource, iter_frames
 from cobra_ros.ros.image_conversion import to_rgb
-from cobra_ros.ros.testing import NodeProcess, RosClient, isolate_ros_traffic
+from cobra_ros.ros.testing import NodeProcess, RosClient
 
 NS = f"/cobra_replay_test_{os.getpid()}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros_env():
-    saved = dict(os.environ)
-    isolate_ros_traffic()
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("ros_env")
 
 
 def test_replay_publishes_every_frame_with_recorded_stamps_and_instructions():
