@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import cv2
 
@@ -36,8 +37,6 @@ def main(argv=None) -> None:
         raise SystemExit(f"cobra-describe: {err}")
     frame = engine.encode(read_rgb(args.image))
     if args.yes_no:
-        import time
-
         t0 = time.perf_counter()
         p = engine.yes_no(frame, args.yes_no)
         ms = (time.perf_counter() - t0) * 1000

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 
 
 @functools.lru_cache(maxsize=1)
@@ -36,12 +35,9 @@ def scan(x, dt, dt_proj, A, B, C, D, z):
     return y.transpose(1, 2), last.float()
 
 
-def step(x, z, mixer, conv_state, ssm_state):
-    """One decoding step; updates conv_state and ssm_state in place. Returns the gated SSM output (b, d)."""
+def step(x, z, mixer, ssm_state):
+    """One decoding step after the conv (x: its output); updates ssm_state in place. Returns the gated output."""
     _, selective_state_update = _ops()
-    conv_state.copy_(torch.roll(conv_state, -1, dims=-1))
-    conv_state[..., -1] = x
-    x = F.silu((conv_state * mixer.conv1d.weight[:, 0]).sum(-1) + mixer.conv1d.bias)
     dt, B, C = mixer._ssm_inputs(x)
     dt = dt @ mixer.dt_proj.weight.t()
     A = -torch.exp(mixer.A_log.float())

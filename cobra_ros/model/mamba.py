@@ -150,15 +150,18 @@ class Mixer(nn.Module):
             y = y.to(x.dtype) * F.silu(z)
         return self.out_proj(y.to(h.dtype)), new_conv, new_ssm
 
+    def conv_step(self, x, conv_state):
+        """Push one input into the depthwise conv window (in place) and return the activated conv output."""
+        conv_state.copy_(torch.roll(conv_state, -1, dims=-1))
+        conv_state[..., -1] = x
+        return F.silu((conv_state * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
+
     def step(self, h, conv_state, ssm_state):
         """One token, h: (b, d_model). Updates the two states in place (they belong to the caller)."""
         x, z = self.in_proj(h).chunk(2, dim=-1)
+        x = self.conv_step(x, conv_state)
         if kernels.available(x):
-            y = kernels.step(x, z, self, conv_state, ssm_state)
-            return self.out_proj(y)
-        conv_state.copy_(torch.roll(conv_state, -1, dims=-1))
-        conv_state[..., -1] = x
-        x = F.silu((conv_state * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
+            return self.out_proj(kernels.step(x, z, self, ssm_state))
         dt, B, C = self._ssm_inputs(x)
         delta = F.softplus(self.dt_proj(dt).float())
         A = -torch.exp(self.A_log.float())

@@ -89,13 +89,10 @@ class RosClient:
     @staticmethod
     def wait_for(predicate, timeout: float, what: str, poll: float = 0.01):
         """Poll `predicate` until it returns something truthy; return that."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(poll)
-        raise TimeoutError(f"{what}: not within {timeout} s")
+        value = RosClient.wait_for_quiet(predicate, timeout, poll)
+        if not value:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        return value
 
     @staticmethod
     def wait_for_quiet(predicate, seconds: float, poll: float = 0.05):
