@@ -23,7 +23,7 @@ from cobra_ros.langtable import questions
 from cobra_ros.model.checkpoint import load_model_dir, save_model_dir
 from cobra_ros.model.cobra import Cobra, random_cobra
 from cobra_ros.model.config import CobraConfig, preset
-from cobra_ros.model.mamba import MambaState
+from cobra_ros.model.mamba import MambaState, long_memory_init
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT, ChatTokenizer, build_tokenizer
 
 IGNORE = -100
@@ -48,7 +48,7 @@ class TrainConfig:
     vocab_size: int = 1024
     eval_scenes: int = 200
     threads: int = 0  # 0: torch's default
-    memory_init: bool = True  # long-memory SSM channels (see long_memory_init)
+    memory_init: bool = True  # long-memory SSM channels (mamba.long_memory_init)
     first_steps: int = 400  # curriculum: the first steps train only on `first_relations`
     first_relations: str = "presence,count,colour,shape"
     init_from: str = ""  # a model directory to continue from (its towers, projector, LM and tokenizer)
@@ -193,23 +193,6 @@ def pretrain_towers(model: Cobra, images: np.ndarray, truths: list, cfg: TrainCo
         bar.set_postfix(loss=f"{loss.item():.3f}")
     log(f"towers pretrained: final loss {loss.item():.3f}")
     return heads
-
-
-@torch.no_grad()
-def long_memory_init(llm, generator: torch.Generator) -> None:
-    """Re-draw every mixer's dt and A for long memory: dt in [0.2, 1], A in (0, 0.1].
-
-    The release's init (dt in [1e-3, 1e-1], A = -(1..16)) suits fine-tuning a pretrained LM. From scratch,
-    with the answer 10-80 tokens after the image, it passes the answer's gradient back to the image tokens
-    ~1e-4 as strongly as to the question, and a small model stays at chance on image questions for
-    hundreds of steps; with this init image-grounded answers start to be learnt within ~200 steps.
-    """
-    for layer in llm.backbone.layers:
-        m = layer.mixer
-        d_inner, d_state = m.A_log.shape
-        dt = torch.exp(torch.rand(d_inner, generator=generator) * -math.log(0.2) + math.log(0.2))
-        m.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-        m.A_log.copy_(torch.log(torch.rand(d_inner, d_state, generator=generator) * 0.1 + 1e-3))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -10,9 +10,8 @@ import torch
 from cobra_ros import train
 from cobra_ros.langtable import questions
 from cobra_ros.langtable.world import BlockTruth
-from cobra_ros.model.cobra import random_cobra
 from cobra_ros.model.config import preset
-from cobra_ros.model.mamba import init_weights
+from cobra_ros.model.mamba import MambaLM, init_weights, long_memory_init
 
 
 def test_patch_targets_put_each_block_in_its_patch():
@@ -30,13 +29,14 @@ def test_patch_targets_put_each_block_in_its_patch():
 
 def _image_gradient_ratio(memory_init: bool) -> float:
     """|d answer logit / d image tokens| relative to |d answer logit / d question tokens| at initialisation."""
-    model = random_cobra(preset("tiny"), seed=0)
-    init_weights(model.llm, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    llm = MambaLM(preset("tiny").llm)
+    init_weights(llm, torch.Generator().manual_seed(0))
     if memory_init:
-        train.long_memory_init(model.llm, torch.Generator().manual_seed(1))
-    image = torch.randn(4, 64, model.cfg.llm.d_model, requires_grad=True)
-    question = torch.randn(4, 20, model.cfg.llm.d_model, requires_grad=True)
-    logits, _ = model.llm(torch.cat([image, question], 1), last_only=True)
+        long_memory_init(llm, torch.Generator().manual_seed(1))
+    image = torch.randn(4, 64, llm.cfg.d_model, requires_grad=True)
+    question = torch.randn(4, 20, llm.cfg.d_model, requires_grad=True)
+    logits, _ = llm(torch.cat([image, question], 1), last_only=True)
     logits[:, -1, :8].sum().backward()
     return float(image.grad.norm(dim=-1).mean() / question.grad.norm(dim=-1).mean())
 

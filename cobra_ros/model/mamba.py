@@ -237,6 +237,14 @@ class MambaLM(nn.Module):
         return self.lm_head(self._final(h, residual))
 
 
+def _log_uniform(n: int, low: float, high: float, generator) -> torch.Tensor:
+    return torch.exp(torch.rand(n, generator=generator) * (math.log(high) - math.log(low)) + math.log(low))
+
+
+def _set_dt(mixer: Mixer, dt: torch.Tensor) -> None:
+    mixer.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus: softplus(bias) == dt
+
+
 @torch.no_grad()
 def init_weights(model: MambaLM, generator: torch.Generator | None = None) -> None:
     """Mamba's initialisation: S4D-real A, log-uniform dt in [1e-3, 1e-1], scaled residual projections."""
@@ -249,12 +257,26 @@ def init_weights(model: MambaLM, generator: torch.Generator | None = None) -> No
         nn.init.kaiming_uniform_(m.conv1d.weight, a=math.sqrt(5), generator=generator)
         nn.init.uniform_(m.conv1d.bias, -1 / math.sqrt(cfg.d_conv), 1 / math.sqrt(cfg.d_conv), generator=generator)
         nn.init.uniform_(m.dt_proj.weight, -cfg.dt_rank ** -0.5, cfg.dt_rank ** -0.5, generator=generator)
-        u = torch.rand(cfg.d_inner, generator=generator)
-        dt = torch.exp(u * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
-        m.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        _set_dt(m, _log_uniform(cfg.d_inner, 1e-3, 1e-1, generator).clamp(min=1e-4))
         m.A_log.copy_(torch.log(torch.arange(1, cfg.d_state + 1, dtype=torch.float32)).repeat(cfg.d_inner, 1))
         m.D.fill_(1.0)
         nn.init.kaiming_uniform_(m.out_proj.weight, a=math.sqrt(5), generator=generator)
         m.out_proj.weight /= math.sqrt(cfg.n_layer)
         layer.norm.weight.fill_(1.0)
     model.backbone.norm_f.weight.fill_(1.0)
+
+
+@torch.no_grad()
+def long_memory_init(model: MambaLM, generator: torch.Generator | None = None) -> None:
+    """Re-draw every mixer's dt and A for long memory: dt log-uniform in [0.2, 1], -A uniform in [0.001, 0.101).
+
+    The release's init suits fine-tuning a pretrained LM. From scratch, with the answer 10-80 tokens after
+    the image, it passes the answer's gradient back to the image tokens ~1e-4 as strongly as to the
+    question, and a small model stays at chance on image questions for hundreds of steps; with this init
+    it is ~1e-2 and image-grounded answers start to be learnt within a few hundred steps.
+    """
+    for layer in model.backbone.layers:
+        m = layer.mixer
+        d_inner, d_state = m.A_log.shape
+        _set_dt(m, _log_uniform(d_inner, 0.2, 1.0, generator))
+        m.A_log.copy_(torch.log(torch.rand(d_inner, d_state, generator=generator) * 0.1 + 1e-3))
