@@ -1,6 +1,7 @@
 """cobra-train: supervision targets, the LM initialisation it relies on, and a whole small run."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -9,8 +10,9 @@ import torch
 
 from cobra_ros import train
 from cobra_ros.langtable import questions
-from cobra_ros.langtable.world import BlockTruth
-from cobra_ros.model.config import preset
+from cobra_ros.langtable.world import X_MAX, X_MIN, Y_MAX, Y_MIN, BlockTruth
+from cobra_ros.model.cobra import random_cobra
+from cobra_ros.model.config import MambaConfig, preset
 from cobra_ros.model.mamba import MambaLM, init_weights, long_memory_init
 
 
@@ -25,6 +27,70 @@ def test_patch_targets_put_each_block_in_its_patch():
     assert present[0, 7 * 8 + 0, names.index("blue_cube")] == 1
     assert present.sum() == 2
     assert 0 <= offset.min() and offset.max() <= 1
+
+
+def test_scene_table_lists_the_visible_blocks_on_a_unit_board():
+    truths = [[BlockTruth("red_moon", "red", "moon", X_MIN, Y_MAX, 0.0, 0.0, 0.0, 1.0),
+               BlockTruth("blue_cube", "blue", "cube", (X_MIN + X_MAX) / 2, (Y_MIN + Y_MAX) / 2, 0.0, 0.0, 0.0, 1.0),
+               BlockTruth("green_star", "green", "star", X_MAX, Y_MIN, 0.0, 0.0, 0.0, 0.2)]]  # hidden
+    present, where = train.scene_table(truths)
+    names = list(questions.ALL_BLOCKS)
+    assert present.sum() == 2 and present[0, names.index("red_moon")] == 1 and present[0, names.index("blue_cube")] == 1
+    torch.testing.assert_close(where[0, names.index("red_moon")], torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(where[0, names.index("blue_cube")], torch.tensor([0.5, 0.5]))
+
+
+def test_standardised_projector_computes_the_same_as_on_standardised_features():
+    model = random_cobra(preset("micro"))
+    features = torch.randn(6, 4, model.cfg.vision_dim) * torch.linspace(1, 80, model.cfg.vision_dim) + 7
+    reference = copy.deepcopy(model.projector)
+    train.standardise_projector_input(model, features)
+    flat = features.flatten(0, 1)
+    torch.testing.assert_close(model.projector(features), reference((features - flat.mean(0)) / flat.std(0)),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_scene_probe_reads_what_its_layer_reads_and_teaches_the_lm_the_context():
+    torch.manual_seed(0)
+    llm = MambaLM(MambaConfig(d_model=64, n_layer=3, vocab_size=16))
+    init_weights(llm, torch.Generator().manual_seed(0))
+    long_memory_init(llm, torch.Generator().manual_seed(1))
+    probe = train.SceneProbe(64, layer=2, n_blocks=8)
+    mixer_input = []
+    llm.backbone.layers[2].mixer.register_forward_pre_hook(lambda m, args: mixer_input.append(args[0]))
+    with probe.watching(llm) as seen:
+        llm(llm.embed(torch.randint(0, 16, (2, 5))))
+    assert torch.equal(seen[-1], mixer_input[-1])
+
+    # Contexts of 24 tokens: filler (id 8) with 3 of 8 "block" tokens (ids 0-7) at random places. Trained on
+    # the probe's loss alone, the LM learns to keep which blocks it has read in the state after the context.
+    gen = torch.Generator().manual_seed(0)
+
+    def batch(n):
+        ids = torch.full((n, 24), 8)
+        present = torch.zeros(n, 8)
+        for i in range(n):
+            blocks, places = torch.randperm(8, generator=gen)[:3], torch.randperm(24, generator=gen)[:3]
+            ids[i, places] = blocks
+            present[i, blocks] = 1
+        return ids, present, torch.zeros(n, 8, 2)
+
+    params = list(llm.parameters()) + list(probe.parameters())
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    test_ids, test_present, test_where = batch(256)
+    for _ in range(150):
+        ids, present, where = batch(32)
+        with probe.watching(llm) as seen:
+            llm(llm.embed(ids))
+        loss = probe.loss(seen[-1][:, -1], present, where)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad(), probe.watching(llm) as seen:
+        llm(llm.embed(test_ids))
+        logits = probe.head(seen[-1][:, -1])[:, :8]
+    accuracy = ((logits > 0) == (test_present > 0)).float().mean()
+    assert accuracy > 0.9, accuracy  # a constant guess ("absent") scores 5/8
 
 
 def _image_gradient_ratio(memory_init: bool) -> float:
@@ -69,11 +135,12 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
 
     cfg = train.TrainConfig(preset="micro", scenes=60, steps=60, scenes_per_step=8, questions_per_scene=4,
                             tower_steps=5, tower_batch=8, eval_scenes=4, warmup=5, first_steps=10, threads=1,
-                            lr=1e-2)
+                            lr=1e-2, scene_loss=0.5, standardise=True)
     summary = train.train(tmp_path / "m", cfg, log=lambda *_: None)
     history = json.loads((tmp_path / "m" / "training.json").read_text())["history"]
     first, last = np.mean(history["loss"][:5]), np.mean(history["loss"][-5:])
     assert last < 0.5 * first, (first, last)  # at least the answer format is learnt
+    assert len(history["scene_loss"]) == 60 and all(np.isfinite(history["scene_loss"]))
     assert (tmp_path / "m" / "loss.png").stat().st_size > 0
     engine = cobra_ros.load(tmp_path / "m")
     frame = engine.encode(np.zeros((64, 64, 3), np.uint8))
@@ -88,3 +155,20 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     assert not torch.equal(before.projector.projector[0].weight, after.projector.projector[0].weight)
     for a, b in zip(before.vision.state_dict().values(), after.vision.state_dict().values()):
         assert torch.equal(a, b)
+
+    # a fresh LM on the saved model's towers
+    fresh = train.TrainConfig(**{**vars(cfg), "towers_from": str(tmp_path / "m"), "tower_steps": 0, "steps": 2})
+    train.train(tmp_path / "m3", fresh, log=lambda *_: None)
+    reused = cobra_ros.load(tmp_path / "m3").model
+    for a, b in zip(before.vision.state_dict().values(), reused.vision.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not torch.allclose(before.llm.backbone.embedding.weight, reused.llm.backbone.embedding.weight)
+
+
+def test_train_command_line_reads_switches_as_booleans():
+    from cobra_ros.cli.train import parse_args
+
+    out, cfg = parse_args(["--out", "m", "--memory-init", "false", "--standardise", "true", "--scene-loss", "0.5"])
+    assert (out, cfg.memory_init, cfg.standardise, cfg.scene_loss) == ("m", False, True, 0.5)
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "m", "--memory-init", "maybe"])
