@@ -18,7 +18,8 @@ def test_a_short_soak_answers_every_call_and_counts_every_frame(tiny_model_dir, 
     assert status == 0, report
     assert report["node_alive_at_end"] and report["node_exit_status"] == 0
     assert report["unanswered"] == [] and report["calls"] == report["replies"]
-    assert sum(report["calls"].values()) > 50 and report["describe_goals_cancelled"] > 0
+    # every client kind called repeatedly; a fixed total would measure the machine's load (26 seen on a busy CI)
+    assert min(report["calls"].values()) >= 2 and report["describe_goals_cancelled"] > 0
     frames = report["frames"]
     assert report["frame_counts_exact"] and frames["dropped"] > 0
     unseen = report["frames_published_but_not_counted"]  # sent before the subscription matched
