@@ -93,6 +93,18 @@ def test_scene_probe_reads_what_its_layer_reads_and_teaches_the_lm_the_context()
     assert accuracy > 0.9, accuracy  # a constant guess ("absent") scores 5/8
 
 
+def test_presence_accuracy_scores_patch_logits_against_the_scenes():
+    data = questions.make_examples(4, 12, image_size=None)
+    present, _ = train.patch_targets(data.truths, grid=8, image_size=112)  # truths in 320x180 render pixels
+    logits = present * 20 - 10  # a head that is right about every patch
+    assert train.presence_accuracy(logits, data.truths) == 1.0
+    # a head that always says "present" (or never) is balanced to 0.5 although "present" is right ~76% of the time
+    assert train.presence_accuracy(torch.full_like(logits, 10), data.truths) == 0.5
+    assert train.presence_accuracy(torch.full_like(logits, -10), data.truths) == 0.5
+    # the same head answering about other scenes: about chance
+    assert 0.3 < train.presence_accuracy(logits.roll(1, 0), data.truths) < 0.75
+
+
 def _image_gradient_ratio(memory_init: bool) -> float:
     """|d answer logit / d image tokens| relative to |d answer logit / d question tokens| at initialisation."""
     torch.manual_seed(0)
@@ -141,6 +153,7 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     first, last = np.mean(history["loss"][:5]), np.mean(history["loss"][-5:])
     assert last < 0.5 * first, (first, last)  # at least the answer format is learnt
     assert len(history["scene_loss"]) == 60 and all(np.isfinite(history["scene_loss"]))
+    assert set(summary["held_out_tower_presence"]) == {"dino", "siglip"}
     assert (tmp_path / "m" / "loss.png").stat().st_size > 0
     engine = cobra_ros.load(tmp_path / "m")
     frame = engine.encode(np.zeros((64, 64, 3), np.uint8))
