@@ -30,6 +30,12 @@ from cobra_ros.model.mamba import MambaState, long_memory_init
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT, ChatTokenizer, build_tokenizer
 
 IGNORE = -100
+BLOCK_INDEX = {name: i for i, name in enumerate(questions.ALL_BLOCKS)}  # a block's column in every target
+
+
+def visible_blocks(blocks) -> list:
+    """The blocks a supervision target counts: at least half of each one's silhouette not hidden by the arm."""
+    return [b for b in blocks if b.visible >= 0.5]
 RENDER_SIZE = (320, 180)
 DESCRIBE_PROMPTS = (DESCRIBE_PROMPT, questions.DESCRIBE_PROMPT)
 
@@ -125,14 +131,13 @@ class Batches:
 
 def scene_table(truths: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Per scene: which of ALL_BLOCKS are visible (N, K) and where on the board, scaled to [0, 1] (N, K, 2)."""
-    names = {n: i for i, n in enumerate(questions.ALL_BLOCKS)}
-    present = torch.zeros(len(truths), len(names))
-    where = torch.zeros(len(truths), len(names), 2)
+    present = torch.zeros(len(truths), len(BLOCK_INDEX))
+    where = torch.zeros(len(truths), len(BLOCK_INDEX), 2)
     for i, blocks in enumerate(truths):
-        for b in blocks:
-            if b.visible >= 0.5:
-                present[i, names[b.name]] = 1.0
-                where[i, names[b.name]] = torch.tensor([(b.x - X_MIN) / (X_MAX - X_MIN), (b.y - Y_MIN) / (Y_MAX - Y_MIN)])
+        for b in visible_blocks(blocks):
+            present[i, BLOCK_INDEX[b.name]] = 1.0
+            where[i, BLOCK_INDEX[b.name]] = torch.tensor([(b.x - X_MIN) / (X_MAX - X_MIN),
+                                                          (b.y - Y_MIN) / (Y_MAX - Y_MIN)])
     return present, where
 
 
@@ -206,18 +211,15 @@ def yes_no_accuracy(engine, data: questions.ExampleSet, images: np.ndarray) -> f
 
 def patch_targets(truths: list, grid: int, image_size: int, render_size=RENDER_SIZE) -> tuple[torch.Tensor, ...]:
     """Per patch: which blocks have their centre in it (multi-hot over ALL_BLOCKS) and where (offset in [0, 1])."""
-    names = {n: i for i, n in enumerate(questions.ALL_BLOCKS)}
-    present = torch.zeros(len(truths), grid * grid, len(names))
+    present = torch.zeros(len(truths), grid * grid, len(BLOCK_INDEX))
     offset = torch.zeros(len(truths), grid * grid, 2)
     scale = np.array([image_size / render_size[0], image_size / render_size[1]])
     patch = image_size / grid
     for i, blocks in enumerate(truths):
-        for b in blocks:
-            if b.visible < 0.5:
-                continue
+        for b in visible_blocks(blocks):
             u, v = (np.array([b.u, b.v]) + 0.5) * scale / patch
             col, row = min(int(u), grid - 1), min(int(v), grid - 1)
-            present[i, row * grid + col, names[b.name]] = 1.0
+            present[i, row * grid + col, BLOCK_INDEX[b.name]] = 1.0
             offset[i, row * grid + col] = torch.tensor([u - col, v - row], dtype=torch.float32)
     return present, offset
 
@@ -274,7 +276,7 @@ def presence_accuracy(patch_logits: torch.Tensor, truths: list, blocks=questions
     patch_logits: (N, patches, len(ALL_BLOCKS)) from a stage-1 head. Balanced, because most of the 8
     blocks are in most scenes: always answering "present" already scores ~0.76 plain accuracy.
     """
-    cols = [questions.ALL_BLOCKS.index(b) for b in blocks]
+    cols = [BLOCK_INDEX[b] for b in blocks]
     truth = scene_table(truths)[0][:, cols] > 0
     said = patch_logits[..., cols].amax(1) > 0
     hit = (said & truth).sum() / truth.sum().clamp(min=1)
@@ -329,12 +331,12 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
     held_images = as_model_inputs(held_out.images, model_cfg)
     log(f"data ready in {time.perf_counter() - t0:.0f}s: {len(data.examples)} examples, vocab {len(tokenizer)}")
 
-    seen_blocks = {}
+    tower_seen = {}
     if cfg.tower_steps:
         heads = pretrain_towers(model, images, data.truths, cfg, log)
         model.vision.eval()
-        seen_blocks = tower_presence(model, heads, held_images, held_out.truths)
-        log("towers: held-out block presence (balanced) " + ", ".join(f"{k} {v:.3f}" for k, v in seen_blocks.items()))
+        tower_seen = tower_presence(model, heads, held_images, held_out.truths)
+        log("towers: held-out block presence (balanced) " + ", ".join(f"{k} {v:.3f}" for k, v in tower_seen.items()))
     model.vision.requires_grad_(False).eval()  # stage 2: the paper's recipe, vision frozen
     features = tower_features(model, images)
     if cfg.standardise and not cfg.init_from:
@@ -343,8 +345,9 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
     # Questions about one block's presence or identity first: the simplest image lookups, which the
     # relation questions then build on.
     first_batches = Batches(data, tokenizer, cfg.seed, set(cfg.first_relations.split(",")))
-    table = scene_table(data.truths)
-    probe = SceneProbe(model_cfg.llm.d_model, min(cfg.scene_layer, model_cfg.llm.n_layer - 1)) if cfg.scene_loss else None
+    probe_layer = min(cfg.scene_layer, model_cfg.llm.n_layer - 1)
+    probe = SceneProbe(model_cfg.llm.d_model, probe_layer) if cfg.scene_loss else None
+    table = scene_table(data.truths) if probe else None
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     named += [(f"probe.{n}", p) for n, p in probe.named_parameters()] if probe else []
     trainable = [p for _, p in named]
@@ -360,7 +363,7 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
             group["lr"] = lr_at(step, cfg)
         picked, groups = (first_batches if step < cfg.first_steps else batches).sample(cfg.scenes_per_step,
                                                                                          cfg.questions_per_scene)
-        table_rows = (table[0][picked], table[1][picked])
+        table_rows = (table[0][picked], table[1][picked]) if probe else None
         answer_loss, scene_loss = loss_on_answers(model, features[picked], groups, tokenizer.bos_id, probe, table_rows)
         loss = answer_loss + cfg.scene_loss * scene_loss
         opt.zero_grad(set_to_none=True)
@@ -383,7 +386,7 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
     save_model_dir(model, tokenizer, out_dir)
     summary = {"train_config": vars(cfg), "seconds": time.perf_counter() - t0, "final_loss": smooth,
                "held_out_yes_no": history["eval_yes_no"][-1] if history["eval_yes_no"] else None,
-               "held_out_tower_presence": seen_blocks}
+               "held_out_tower_presence": tower_seen}
     (out_dir / "training.json").write_text(json.dumps({**summary, "history": history}, indent=1) + "\n")
     plot_history(history, out_dir / "loss.png")
     return summary
