@@ -169,10 +169,13 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     for a, b in zip(before.vision.state_dict().values(), after.vision.state_dict().values()):
         assert torch.equal(a, b)
 
-    # a fresh LM on the saved model's towers
-    fresh = train.TrainConfig(**{**vars(cfg), "towers_from": str(tmp_path / "m"), "tower_steps": 0, "steps": 2})
+    # a fresh projector and LM on the saved model's towers, here the LDPv2 projector pooling the image to 1 token
+    fresh = train.TrainConfig(**{**vars(cfg), "towers_from": str(tmp_path / "m"), "tower_steps": 0, "steps": 2,
+                                 "projector": "fused-ldpnet", "ldp_grid": 1})
     train.train(tmp_path / "m3", fresh, log=lambda *_: None)
-    reused = cobra_ros.load(tmp_path / "m3").model
+    pooled = cobra_ros.load(tmp_path / "m3")
+    assert pooled.encode(np.zeros((64, 64, 3), np.uint8)).num_prefix_tokens == 2  # BOS + one image token
+    reused = pooled.model
     for a, b in zip(before.vision.state_dict().values(), reused.vision.state_dict().values()):
         assert torch.equal(a, b)
     assert not torch.allclose(before.llm.backbone.embedding.weight, reused.llm.backbone.embedding.weight)
