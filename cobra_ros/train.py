@@ -31,13 +31,13 @@ from cobra_ros.model.tokenizer import DESCRIBE_PROMPT, ChatTokenizer, build_toke
 
 IGNORE = -100
 BLOCK_INDEX = {name: i for i, name in enumerate(questions.ALL_BLOCKS)}  # a block's column in every target
+RENDER_SIZE = (320, 180)
+DESCRIBE_PROMPTS = (DESCRIBE_PROMPT, questions.DESCRIBE_PROMPT)
 
 
 def visible_blocks(blocks) -> list:
     """The blocks a supervision target counts: at least half of each one's silhouette not hidden by the arm."""
     return [b for b in blocks if b.visible >= 0.5]
-RENDER_SIZE = (320, 180)
-DESCRIBE_PROMPTS = (DESCRIBE_PROMPT, questions.DESCRIBE_PROMPT)
 
 
 @dataclass
@@ -236,7 +236,8 @@ def pretrain_towers(model: Cobra, images: np.ndarray, truths: list, cfg: TrainCo
     grid = model.cfg.dino.image_size // 14
     present, offset = patch_targets(truths, grid, model.cfg.dino.image_size)
     towers = [model.vision.dino, model.vision.siglip]
-    heads = torch.nn.ModuleList(torch.nn.Linear(t.embed_dim, len(questions.ALL_BLOCKS) + 2) for t in towers)
+    heads = nn.ModuleDict({name: nn.Linear(t.embed_dim, len(questions.ALL_BLOCKS) + 2)
+                           for name, t in zip(("dino", "siglip"), towers)})
     params = [p for t in towers for p in t.parameters()] + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.tower_lr, weight_decay=0.01)
     rng = np.random.default_rng(cfg.seed + 1)
@@ -247,8 +248,8 @@ def pretrain_towers(model: Cobra, images: np.ndarray, truths: list, cfg: TrainCo
         idx = rng.choice(len(images), cfg.tower_batch, replace=False)
         pixels = model.vision.preprocess(torch.from_numpy(images[idx]))
         loss = 0.0
-        for name, tower, head in zip(("dino", "siglip"), towers, heads):
-            out = head(model.vision._penultimate(tower, pixels[name]))
+        for name, features in model.vision.per_tower(pixels).items():
+            out = heads[name](features)
             has = present[idx].amax(-1, keepdim=True)
             loss = loss + F.binary_cross_entropy_with_logits(out[..., :-2], present[idx]) * 10 + \
                 (F.l1_loss(torch.sigmoid(out[..., -2:]), offset[idx], reduction="none") * has).sum() / has.sum()
@@ -295,8 +296,8 @@ def tower_presence(model: Cobra, heads, images: np.ndarray, truths: list) -> dic
     logits = {"dino": [], "siglip": []}
     for chunk in np.array_split(images, max(1, len(images) // 64)):
         pixels = model.vision.preprocess(torch.from_numpy(chunk))
-        for (name, tower), head in zip((("dino", model.vision.dino), ("siglip", model.vision.siglip)), heads):
-            logits[name].append(head(model.vision._penultimate(tower, pixels[name])))
+        for name, features in model.vision.per_tower(pixels).items():
+            logits[name].append(heads[name](features))
     return {name: presence_accuracy(torch.cat(parts), truths) for name, parts in logits.items()}
 
 
@@ -351,7 +352,7 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
     batches = Batches(data, tokenizer, cfg.seed)
     # Questions about one block's presence or identity first: the simplest image lookups, which the
     # relation questions then build on.
-    first_batches = Batches(data, tokenizer, cfg.seed, set(cfg.first_relations.split(",")))
+    first_batches = Batches(data, tokenizer, cfg.seed, set(cfg.first_relations.split(","))) if cfg.first_steps else None
     probe_layer = min(cfg.scene_layer, model_cfg.llm.n_layer - 1)
     probe = SceneProbe(model_cfg.llm.d_model, probe_layer) if cfg.scene_loss else None
     table = scene_table(data.truths) if probe else None

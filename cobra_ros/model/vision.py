@@ -72,12 +72,15 @@ class FusedVision(nn.Module):
     def _penultimate(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return vit.get_intermediate_layers(x, n=[len(vit.blocks) - 2])[0]
 
+    def per_tower(self, pixels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`preprocess` output -> each tower's penultimate-block patch features, by tower name."""
+        dtype = next(self.dino.parameters()).dtype
+        return {name: self._penultimate(tower, pixels[name].to(dtype))
+                for name, tower in (("dino", self.dino), ("siglip", self.siglip))}
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 RGB (b, H, W, 3) on the model's device -> patch features (b, num_patches, d_dino + d_siglip)."""
-        px = self.preprocess(images)
-        dtype = next(self.dino.parameters()).dtype
-        return torch.cat([self._penultimate(self.dino, px["dino"].to(dtype)),
-                          self._penultimate(self.siglip, px["siglip"].to(dtype))], dim=2)
+        return torch.cat(list(self.per_tower(self.preprocess(images)).values()), dim=2)
 
 
 def as_rgb_array(image) -> np.ndarray:
