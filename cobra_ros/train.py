@@ -69,6 +69,16 @@ class TrainConfig:
     ldp_grid: int = 0  # fused-ldpnet only: pool the patch grid to ldp_grid x ldp_grid image tokens (0: preset's)
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Reject options that would otherwise be silently ignored."""
+    if cfg.init_from and (cfg.projector or cfg.ldp_grid):
+        raise ValueError("--init-from keeps the saved model's projector: drop --projector/--ldp-grid")
+    if cfg.ldp_grid and preset(cfg.preset, arch=cfg.projector or None).projector_kind != "fused-ldpnet":
+        raise ValueError("--ldp-grid pools only the fused-ldpnet projector: add --projector fused-ldpnet")
+    if cfg.init_from and cfg.towers_from:
+        raise ValueError("--init-from already brings its towers: drop --towers-from")
+
+
 def as_model_inputs(images: np.ndarray, cfg: CobraConfig) -> np.ndarray:
     """Resize once, with the model's own preprocessing resize, so training sees what inference sees."""
     from cobra_ros.model.vision import Preprocess
@@ -311,6 +321,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
     from cobra_ros.model.engine import CobraEngine
 
+    check_config(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # decayed SSM states underflow; denormal arithmetic is very slow on x86
@@ -396,7 +407,8 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
                "held_out_yes_no": history["eval_yes_no"][-1] if history["eval_yes_no"] else None,
                "held_out_tower_presence": tower_seen}
     (out_dir / "training.json").write_text(json.dumps({**summary, "history": history}, indent=1) + "\n")
-    plot_history(history, out_dir / "loss.png")
+    if history["step"]:
+        plot_history(history, out_dir / "loss.png")
     return summary
 
 

@@ -188,3 +188,17 @@ def test_train_command_line_reads_switches_as_booleans():
     assert (out, cfg.memory_init, cfg.standardise, cfg.scene_loss) == ("m", False, True, 0.5)
     with pytest.raises(SystemExit):
         parse_args(["--out", "m", "--memory-init", "maybe"])
+
+
+@pytest.mark.parametrize("argv", [["--ldp-grid", "2"],  # the preset's projector does not pool
+                                  ["--init-from", "m0", "--projector", "fused-ldpnet"],
+                                  ["--init-from", "m0", "--towers-from", "m0"]])
+def test_train_command_line_rejects_options_it_would_ignore(argv, capsys):
+    from cobra_ros.cli.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "m", *argv])
+    err = capsys.readouterr().err
+    assert "drop --" in err or "add --projector fused-ldpnet" in err, err
+    out, cfg = parse_args(["--out", "m", "--projector", "fused-ldpnet", "--ldp-grid", "2"])
+    assert (cfg.projector, cfg.ldp_grid) == ("fused-ldpnet", 2)

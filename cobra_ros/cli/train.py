@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from cobra_ros.train import TrainConfig, train
+from cobra_ros.train import TrainConfig, check_config, train
 
 
 def _flag(text: str) -> bool:
@@ -23,14 +23,22 @@ def parse_args(argv=None) -> tuple[str, TrainConfig]:
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
-    return out, TrainConfig(**args)
+    cfg = TrainConfig(**args)
+    try:
+        check_config(cfg)
+    except ValueError as err:
+        parser.error(str(err))
+    return out, cfg
 
 
 def main(argv=None) -> None:
     out, cfg = parse_args(argv)
     summary = train(out, cfg)
-    print(f"saved {out} in {summary['seconds']:.0f}s: final loss {summary['final_loss']:.3f}, "
-          f"held-out yes/no accuracy {summary['held_out_yes_no']:.3f}")
+    if summary["final_loss"] is None:  # --steps 0: the towers (if any) and an untrained LM were saved
+        print(f"saved {out} in {summary['seconds']:.0f}s without LM steps")
+    else:
+        print(f"saved {out} in {summary['seconds']:.0f}s: final loss {summary['final_loss']:.3f}, "
+              f"held-out yes/no accuracy {summary['held_out_yes_no']:.3f}")
 
 
 if __name__ == "__main__":
