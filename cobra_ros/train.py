@@ -65,18 +65,30 @@ class TrainConfig:
     scene_loss: float = 0.0  # weight of the auxiliary scene-table loss (SceneProbe); 0: off
     scene_layer: int = 2  # the probe reads what this LM layer reads
     standardise: bool = False  # standardise_projector_input before stage 2
-    projector: str = ""  # a projector kind (config.ARCH_SPECIFIERS) instead of the preset's
+    projector: str = ""  # a projector kind (config.ARCH_SPECIFIERS) instead of the preset's (or init_from's)
     ldp_grid: int = 0  # fused-ldpnet only: pool the patch grid to ldp_grid x ldp_grid image tokens (0: preset's)
 
 
 def check_config(cfg: TrainConfig) -> None:
     """Reject options that would otherwise be silently ignored."""
-    if cfg.init_from and (cfg.projector or cfg.ldp_grid):
-        raise ValueError("--init-from keeps the saved model's projector: drop --projector/--ldp-grid")
-    if cfg.ldp_grid and preset(cfg.preset, arch=cfg.projector or None).projector_kind != "fused-ldpnet":
+    if cfg.init_from and cfg.ldp_grid:
+        raise ValueError("--init-from keeps the saved model's token grid: drop --ldp-grid")
+    if cfg.ldp_grid and not preset(cfg.preset, arch=cfg.projector or None).projector_kind.startswith("fused-ldpnet"):
         raise ValueError("--ldp-grid pools only the fused-ldpnet projector: add --projector fused-ldpnet")
     if cfg.init_from and cfg.towers_from:
         raise ValueError("--init-from already brings its towers: drop --towers-from")
+
+
+def extend_projector(model: Cobra, kind: str) -> Cobra:
+    """The same model with a projector of `kind` that holds all of the saved projector's weights (e.g.
+    fused-ldpnet -> fused-ldpnet-pos); its new parameters start at their init."""
+    extended = Cobra(replace(model.cfg, arch_specifier=f"no-align+{kind}"), model.vision.dino, model.vision.siglip)
+    extended.llm.load_state_dict(model.llm.state_dict())
+    new = set(extended.projector.state_dict()) - set(model.projector.state_dict())
+    missing, unexpected = extended.projector.load_state_dict(model.projector.state_dict(), strict=False)
+    if unexpected or set(missing) != new:
+        raise ValueError(f"a {kind} projector cannot continue a {model.cfg.projector_kind} one")
+    return extended
 
 
 def as_model_inputs(images: np.ndarray, cfg: CobraConfig) -> np.ndarray:
@@ -333,6 +345,8 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
     held_out = questions.make_examples(cfg.seed + 10_000, cfg.eval_scenes, image_size=None, render_size=RENDER_SIZE)
     if cfg.init_from:
         model, tokenizer = load_model_dir(cfg.init_from)
+        if cfg.projector and cfg.projector != model.cfg.projector_kind:
+            model = extend_projector(model, cfg.projector)
         model_cfg = model.cfg
     else:
         corpus = [t for e in data.examples for t in (e.question, e.answer)] + list(DESCRIBE_PROMPTS)

@@ -48,7 +48,7 @@ def test_saved_directory_loads_back_bit_identical(tiny_model_dir, tiny_engine):
     assert reloaded.llm.lm_head.weight is reloaded.llm.backbone.embedding.weight
 
 
-@pytest.mark.parametrize("arch", ["linear", "gelu-mlp", "fused-ldpnet"])
+@pytest.mark.parametrize("arch", ["linear", "gelu-mlp", "fused-ldpnet", "fused-ldpnet-pos"])
 def test_projector_variants_round_trip(tmp_path, arch):
     from cobra_ros.cli.init import init_model_dir
 
@@ -56,7 +56,7 @@ def test_projector_variants_round_trip(tmp_path, arch):
     engine = cobra_ros.load(tmp_path / arch)
     assert engine.model.cfg.projector_kind == arch
     frame = engine.encode(np.zeros((28, 28, 3), np.uint8))
-    expected_tokens = 1 + (engine.model.cfg.ldp_grid ** 2 if arch == "fused-ldpnet" else engine.model.cfg.num_patches)
+    expected_tokens = 1 + (engine.model.cfg.ldp_grid ** 2 if arch.startswith("fused-ldpnet") else engine.model.cfg.num_patches)
     assert frame.num_prefix_tokens == expected_tokens
 
 

@@ -180,6 +180,19 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
         assert torch.equal(a, b)
     assert not torch.allclose(before.llm.backbone.embedding.weight, reused.llm.backbone.embedding.weight)
 
+    # continuing into fused-ldpnet-pos: the same image tokens at first, then a position embedding that learnt
+    extended = train.extend_projector(reused, "fused-ldpnet-pos").eval()
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 28, 28, 3), dtype=np.uint8))
+    with torch.no_grad():
+        assert torch.equal(reused.image_tokens(images), extended.image_tokens(images))
+    with pytest.raises(ValueError, match="cannot continue"):
+        train.extend_projector(before, "fused-ldpnet-pos")  # fused-gelu-mlp's layers are not LDPv2's
+    train.train(tmp_path / "m4", train.TrainConfig(**{**vars(cfg), "init_from": str(tmp_path / "m3"), "steps": 3,
+                                                       "tower_steps": 0, "projector": "fused-ldpnet-pos"}),
+                log=lambda *_: None)
+    position = cobra_ros.load(tmp_path / "m4").model.projector.position
+    assert position.shape == (reused.cfg.num_patches, reused.cfg.vision_dim) and position.abs().max() > 0
+
 
 def test_train_command_line_reads_switches_as_booleans():
     from cobra_ros.cli.train import parse_args
@@ -191,7 +204,7 @@ def test_train_command_line_reads_switches_as_booleans():
 
 
 @pytest.mark.parametrize("argv", [["--ldp-grid", "2"],  # the preset's projector does not pool
-                                  ["--init-from", "m0", "--projector", "fused-ldpnet"],
+                                  ["--init-from", "m0", "--projector", "fused-ldpnet", "--ldp-grid", "4"],
                                   ["--init-from", "m0", "--towers-from", "m0"]])
 def test_train_command_line_rejects_options_it_would_ignore(argv, capsys):
     from cobra_ros.cli.train import parse_args

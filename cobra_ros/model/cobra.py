@@ -21,7 +21,8 @@ class Cobra(nn.Module):
         self.vision = FusedVision(cfg, dino if dino is not None else create_tower(cfg.dino),
                                   siglip if siglip is not None else create_tower(cfg.siglip))
         with torch.device("meta") if empty else contextlib.nullcontext():
-            self.projector = Projector(cfg.projector_kind, cfg.vision_dim, cfg.llm.d_model, cfg.ldp_grid)
+            self.projector = Projector(cfg.projector_kind, cfg.vision_dim, cfg.llm.d_model, cfg.ldp_grid,
+                                       cfg.num_patches)
             self.llm = MambaLM(cfg.llm)
 
     @property

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-ARCH_SPECIFIERS = ("linear", "gelu-mlp", "fused-gelu-mlp", "fused-ldpnet")
+ARCH_SPECIFIERS = ("linear", "gelu-mlp", "fused-gelu-mlp", "fused-ldpnet", "fused-ldpnet-pos")
 RESIZE_STRATEGIES = ("resize-naive", "letterbox")
 
 
@@ -71,7 +71,7 @@ class CobraConfig:
     llm: MambaConfig
     image_resize_strategy: str = "resize-naive"
     llm_max_length: int = 2048
-    ldp_grid: int = 14  # token grid after LDPv2's pooling (fused-ldpnet only)
+    ldp_grid: int = 14  # token grid after LDPv2's pooling (fused-ldpnet[-pos] only)
 
     @property
     def projector_kind(self) -> str:

@@ -3,6 +3,13 @@
 `fused-gelu-mlp` is Cobra's default; `gelu-mlp`, `linear` and `fused-ldpnet` (LDPv2: token pooling plus a
 depthwise-conv positional injection) are the variants the paper ablates. State-dict keys match the
 release's `projector.N.*`.
+
+`fused-ldpnet-pos` is ours: LDPv2 with a learned position embedding added to every patch before the MLP.
+Pooling averages patches, so a pooled token keeps *what* its window holds but not *where* in the window,
+unless the patch features already say where they are. Ours do not: on the bundled model's towers, a
+probe reading 2x2 pooled tokens places blocks with 0.098 mean error (board-normalised) and orders two
+blocks left/right correctly 84% of the time; with the embedding, 0.050 and 96% (the full 8x8 grid: 0.060, 95%).
+It starts at zero, so a fused-ldpnet model continued into it computes the same until it learns.
 """
 from __future__ import annotations
 
@@ -41,8 +48,12 @@ class PositionInject(nn.Module):
 
 
 class Projector(nn.Module):
-    def __init__(self, kind: str, vision_dim: int, llm_dim: int, ldp_grid: int = 14):
+    def __init__(self, kind: str, vision_dim: int, llm_dim: int, ldp_grid: int = 14, num_patches: int = 0):
         super().__init__()
+        self.kind = kind
+        if kind == "fused-ldpnet-pos":
+            self.position = nn.Parameter(torch.zeros(num_patches, vision_dim))
+            kind = "fused-ldpnet"
         wide = 4 * vision_dim
         layers = {
             "linear": lambda: [nn.Linear(vision_dim, llm_dim)],
@@ -52,9 +63,10 @@ class Projector(nn.Module):
             "fused-ldpnet": lambda: [nn.Linear(vision_dim, wide), nn.GELU(), nn.Linear(wide, llm_dim),
                                      TokenPool(ldp_grid), PositionInject(llm_dim)],
         }[kind]()
-        self.kind = kind
         self.projector = layers[0] if kind == "linear" else nn.Sequential(*layers)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "position"):
+            patches = patches + self.position
         return self.projector(patches)
 
