@@ -30,7 +30,7 @@ def evaluate(engine, frames, seed: int = 0, max_new_tokens: int = 96, progress: 
     rng = np.random.default_rng(seed)
     yes_no = defaultdict(list)  # relation -> [(label, p_yes)]
     open_hits = defaultdict(list)
-    precision, recall, samples = [], [], []
+    precision, recall, regions, samples = [], [], [], []
     latency = defaultdict(list)
     skipped = 0
     for frame in tqdm(frames, desc="eval", unit="frame", disable=not progress):
@@ -52,16 +52,17 @@ def evaluate(engine, frames, seed: int = 0, max_new_tokens: int = 96, progress: 
                 p, r = questions.mention_scores(answer.text, present)
                 precision.append(p)
                 recall.append(r)
+                regions.append(questions.region_hits(answer.text, frame.truth.blocks))
                 if len(samples) < 5:
                     samples.append({"truth": ex.answer, "model": answer.text})
             else:
                 answer = engine.ask(state, ex.question, 16)
                 latency["ask_ms"].append((time.perf_counter() - t0) * 1000)
                 open_hits[ex.relation].append(answer.text.strip().rstrip(".").lower() == ex.answer.lower())
-    return summarize(yes_no, open_hits, precision, recall, latency, samples, skipped)
+    return summarize(yes_no, open_hits, precision, recall, regions, latency, samples, skipped)
 
 
-def summarize(yes_no, open_hits, precision, recall, latency, samples, skipped) -> dict:
+def summarize(yes_no, open_hits, precision, recall, regions, latency, samples, skipped) -> dict:
     pairs = [pair for rel in yes_no.values() for pair in rel]
     labels = np.array([label for label, _ in pairs], dtype=bool)
     correct = np.array([(p >= 0.5) == label for label, p in pairs], dtype=bool)
@@ -80,6 +81,8 @@ def summarize(yes_no, open_hits, precision, recall, latency, samples, skipped) -
         "description_precision": float(np.mean(precision)) if precision else float("nan"),
         "description_recall": float(np.mean(recall)) if recall else float("nan"),
         "n_descriptions": len(precision),
+        # of the blocks a description places ("... at the top left"), the share placed in their true region
+        "description_region_accuracy": sum(r for r, _ in regions) / max(1, sum(n for _, n in regions)),
         "open_answer_accuracy": {rel: float(np.mean(v)) for rel, v in sorted(open_hits.items())},
         "latency_ms": {k: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)), "n": len(v)}
                        for k, v in sorted(latency.items())},

@@ -123,3 +123,13 @@ def test_mention_scores():
     assert Q.mention_scores("A red moon and a blue cube.", present) == (1.0, 1.0)
     assert Q.mention_scores("A red moon and a green star.", present) == (0.5, 0.5)
     assert Q.mention_scores("Nothing here.", present) == (1.0, 0.0)
+
+
+def test_region_hits_score_where_a_description_places_each_block():
+    blocks = [B("blue_cube", 0.375, 0.0), B("red_moon", 0.25, -0.2), B("green_star", 0.5, 0.2)]
+    assert Q.region_hits(Q.describe_scene(blocks), blocks) == (3, 3)
+    swapped = "There are 3 blocks: a red moon at the bottom right, a blue cube in the center and a green star on the left."
+    assert Q.region_hits(swapped, blocks) == (1, 3)
+    assert Q.region_hits("A red moon at the top left and a blue cube.", blocks) == (1, 1)  # unplaced: not scored
+    on_edge = [B("red_moon", Q.ROW_EDGES[0], -0.2)]  # on the top/middle row boundary: either is fair
+    assert Q.region_hits("A red moon at the top left.", on_edge) == (0, 0)

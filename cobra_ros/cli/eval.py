@@ -42,7 +42,8 @@ def main(argv=None) -> None:
         print(f"  {rel:<11} {acc:.3f}  (n={results['per_relation_count'][rel]}, "
               f"majority {results['per_relation_majority'][rel]:.3f})")
     print(f"descriptions: precision {results['description_precision']:.3f}, recall {results['description_recall']:.3f} "
-          f"(n={results['n_descriptions']})")
+          f"(n={results['n_descriptions']}); blocks placed in their true region {results['description_region_accuracy']:.3f}")
+    print("short answers: " + ", ".join(f"{k} {v:.3f}" for k, v in results["open_answer_accuracy"].items()))
     for name, stats in results["latency_ms"].items():
         print(f"  {name:<12} p50 {stats['p50']:.1f} ms  p99 {stats['p99']:.1f} ms  (n={stats['n']})")
     print(f"wrote {args.json} and {png}")

@@ -336,6 +336,19 @@ def mention_scores(text: str, present) -> tuple:
     return precision, recall
 
 
+def region_hits(text: str, blocks) -> tuple:
+    """(right, said): of the visible blocks that `text` places with a region phrase ("a red moon at the top
+    left"), how many it places in their true region. Blocks too close to a region edge to call are skipped."""
+    phrases = "|".join(sorted(_REGION_PHRASES.values(), key=len, reverse=True))
+    right = said = 0
+    for b in blocks:
+        match = re.search(rf"\b{block_text(b.name)} ({phrases})\b", text.lower())
+        if match and getattr(b, "visible", 1.0) >= 0.5 and _region_is_clear(b.x, b.y):
+            said += 1
+            right += match.group(1) == region_phrase(b.x, b.y)
+    return right, said
+
+
 # ---------------------------------------------------------------- dataset builder
 
 @dataclass
