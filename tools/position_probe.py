@@ -1,0 +1,94 @@
+"""Does a pooled image token still say where its blocks are? Probes on a model's frozen tower features.
+
+Each probe is the projector's shape (a per-patch GELU MLP, then average pooling to a grid) with a linear
+head that must give every block's presence and board position. With and without a learned position
+embedding added to the patches first. Prints held-out balanced presence accuracy, mean position error
+(board-normalised) and how often two blocks > 0.1 apart are put in the right left/right order.
+
+    python tools/position_probe.py --model models/langtable-tiny
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from cobra_ros.langtable import questions
+from cobra_ros.model.checkpoint import load_model_dir
+from cobra_ros.train import RENDER_SIZE, as_model_inputs, scene_table, tower_features
+
+
+class PooledProbe(nn.Module):
+    def __init__(self, patches: int, dim: int, blocks: int, grid: int, position: bool, width: int = 192):
+        super().__init__()
+        self.grid, self.side = grid, int(patches ** 0.5)
+        self.position = nn.Parameter(torch.zeros(patches, dim)) if position else None
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, width))
+        self.head = nn.Linear(width * grid * grid, blocks * 3)
+
+    def forward(self, features):
+        if self.position is not None:
+            features = features + self.position
+        h = self.mlp(features)
+        h = F.adaptive_avg_pool2d(h.transpose(1, 2).reshape(len(h), -1, self.side, self.side), self.grid)
+        return self.head(h.flatten(1)).view(len(h), -1, 3)  # per block: presence logit, x, y
+
+
+def scores(out, present, where) -> dict:
+    hit = ((out[..., 0] > 0).float() == present).float()
+    balanced = 0.5 * ((hit * present).sum() / present.sum() + (hit * (1 - present)).sum() / (1 - present).sum())
+    xy = torch.sigmoid(out[..., 1:])
+    error = ((xy - where).abs().mean(-1) * present).sum() / present.sum()
+    right = total = 0
+    for k in range(len(present)):
+        shown = torch.nonzero(present[k]).flatten().tolist()
+        for i, a in enumerate(shown):
+            for b in shown[i + 1:]:
+                if abs(where[k, a, 1] - where[k, b, 1]) > 0.1:
+                    total += 1
+                    right += int((xy[k, a, 1] < xy[k, b, 1]) == (where[k, a, 1] < where[k, b, 1]))
+    return {"presence": float(balanced), "xy_error": float(error), "left_right_order": right / max(1, total)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="models/langtable-tiny")
+    parser.add_argument("--scenes", type=int, default=2000)
+    parser.add_argument("--held-out", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--grids", default="2,1,8")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    model, _ = load_model_dir(args.model)
+    data = {}
+    for name, seed, n in (("train", 0, args.scenes), ("held_out", 10_000, args.held_out)):
+        scenes = questions.make_examples(seed, n, image_size=None, render_size=RENDER_SIZE)
+        with torch.no_grad():
+            data[name] = (tower_features(model.eval(), as_model_inputs(scenes.images, model.cfg)),
+                          *scene_table(scenes.truths))
+    features, present, where = data["train"]
+    for grid in map(int, args.grids.split(",")):
+        for position in (False, True):
+            probe = PooledProbe(features.shape[1], features.shape[2], present.shape[1], grid, position)
+            opt = torch.optim.AdamW(probe.parameters(), 2e-3)
+            pick = torch.Generator().manual_seed(1)
+            for _ in tqdm(range(args.steps), desc=f"grid {grid} position {position}", unit="step", leave=False):
+                i = torch.randint(len(features), (64,), generator=pick)
+                out = probe(features[i])
+                placed = (F.l1_loss(torch.sigmoid(out[..., 1:]), where[i], reduction="none").sum(-1) * present[i])
+                loss = F.binary_cross_entropy_with_logits(out[..., 0], present[i]) + placed.sum() / present[i].sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                result = scores(probe(data["held_out"][0]), *data["held_out"][1:])
+            print(f"grid {grid}, position embedding {'yes' if position else 'no '}: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
