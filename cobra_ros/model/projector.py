@@ -51,6 +51,7 @@ class Projector(nn.Module):
     def __init__(self, kind: str, vision_dim: int, llm_dim: int, ldp_grid: int = 14, num_patches: int = 0):
         super().__init__()
         self.kind = kind
+        self.register_parameter("position", None)
         if kind == "fused-ldpnet-pos":
             self.position = nn.Parameter(torch.zeros(num_patches, vision_dim))
             kind = "fused-ldpnet"
@@ -66,7 +67,7 @@ class Projector(nn.Module):
         self.projector = layers[0] if kind == "linear" else nn.Sequential(*layers)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "position"):
+        if self.position is not None:
             patches = patches + self.position
         return self.projector(patches)
 
