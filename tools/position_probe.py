@@ -1,9 +1,9 @@
 """Does a pooled image token still say where its blocks are? Probes on a model's frozen tower features.
 
-Each probe is the projector's shape (a per-patch GELU MLP, then average pooling to a grid) with a linear
-head that must give every block's presence and board position. With and without a learned position
-embedding added to the patches first. Prints held-out balanced presence accuracy, mean position error
-(board-normalised) and how often two blocks > 0.1 apart are put in the right left/right order.
+Each probe is a fresh LDPv2 projector (`fused-ldpnet`, or `fused-ldpnet-pos` with its position embedding)
+pooling to a grid, with a linear head that must give every block's presence and board position. Prints
+held-out balanced presence accuracy, mean position error (board-normalised) and how often two blocks
+> 0.1 apart are put in the right left/right order.
 
     python tools/position_probe.py --model models/langtable-tiny
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,23 +18,19 @@ from tqdm import tqdm
 
 from cobra_ros.langtable import questions
 from cobra_ros.model.checkpoint import load_model_dir
+from cobra_ros.model.projector import Projector
 from cobra_ros.train import RENDER_SIZE, as_model_inputs, scene_table, tower_features
 
 
 class PooledProbe(nn.Module):
-    def __init__(self, patches: int, dim: int, blocks: int, grid: int, position: bool, width: int = 192):
+    def __init__(self, kind: str, patches: int, dim: int, blocks: int, grid: int, width: int = 192):
         super().__init__()
-        self.grid, self.side = grid, int(patches ** 0.5)
-        self.position = nn.Parameter(torch.zeros(patches, dim)) if position else None
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, width))
+        self.projector = Projector(kind, dim, width, grid, patches)
         self.head = nn.Linear(width * grid * grid, blocks * 3)
 
     def forward(self, features):
-        if self.position is not None:
-            features = features + self.position
-        h = self.mlp(features)
-        h = F.adaptive_avg_pool2d(h.transpose(1, 2).reshape(len(h), -1, self.side, self.side), self.grid)
-        return self.head(h.flatten(1)).view(len(h), -1, 3)  # per block: presence logit, x, y
+        tokens = self.projector(features)
+        return self.head(tokens.flatten(1)).view(len(features), -1, 3)  # per block: presence logit, x, y
 
 
 def scores(out, present, where) -> dict:
@@ -72,11 +67,11 @@ def main(argv=None) -> None:
                           *scene_table(scenes.truths))
     features, present, where = data["train"]
     for grid in map(int, args.grids.split(",")):
-        for position in (False, True):
-            probe = PooledProbe(features.shape[1], features.shape[2], present.shape[1], grid, position)
+        for kind in ("fused-ldpnet", "fused-ldpnet-pos"):
+            probe = PooledProbe(kind, features.shape[1], features.shape[2], present.shape[1], grid)
             opt = torch.optim.AdamW(probe.parameters(), 2e-3)
             pick = torch.Generator().manual_seed(1)
-            for _ in tqdm(range(args.steps), desc=f"grid {grid} position {position}", unit="step", leave=False):
+            for _ in tqdm(range(args.steps), desc=f"{kind}, grid {grid}", unit="step", leave=False):
                 i = torch.randint(len(features), (64,), generator=pick)
                 out = probe(features[i])
                 placed = (F.l1_loss(torch.sigmoid(out[..., 1:]), where[i], reduction="none").sum(-1) * present[i])
@@ -86,7 +81,7 @@ def main(argv=None) -> None:
                 opt.step()
             with torch.no_grad():
                 result = scores(probe(data["held_out"][0]), *data["held_out"][1:])
-            print(f"grid {grid}, position embedding {'yes' if position else 'no '}: "
+            print(f"{kind:<16} grid {grid}: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
 
 
