@@ -147,12 +147,14 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
 
     cfg = train.TrainConfig(preset="micro", scenes=60, steps=60, scenes_per_step=8, questions_per_scene=4,
                             tower_steps=5, tower_batch=8, eval_scenes=4, warmup=5, first_steps=10, threads=1,
-                            lr=1e-2, scene_loss=0.5, standardise=True)
+                            lr=1e-2, scene_loss=0.5, token_loss=0.5, standardise=True)
     summary = train.train(tmp_path / "m", cfg, log=lambda *_: None)
     history = json.loads((tmp_path / "m" / "training.json").read_text())["history"]
     first, last = np.mean(history["loss"][:5]), np.mean(history["loss"][-5:])
     assert last < 0.5 * first, (first, last)  # at least the answer format is learnt
     assert len(history["scene_loss"]) == 60 and all(np.isfinite(history["scene_loss"]))
+    # the image tokens learn to say which blocks are where
+    assert np.mean(history["token_loss"][-10:]) < 0.8 * np.mean(history["token_loss"][:5]), history["token_loss"]
     assert set(summary["held_out_tower_presence"]) == {"dino", "siglip"}
     assert (tmp_path / "m" / "loss.png").stat().st_size > 0
     engine = cobra_ros.load(tmp_path / "m")
