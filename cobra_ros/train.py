@@ -65,6 +65,7 @@ class TrainConfig:
     scene_loss: float = 0.0  # weight of the auxiliary scene-table loss (SceneProbe); 0: off
     scene_layer: int = 2  # the probe reads what this LM layer reads
     token_loss: float = 0.0  # weight of the auxiliary loss on the image tokens (TokenProbe); 0: off
+    where_all: bool = False  # ask "where is ...?" about every visible block of a scene, not one
     standardise: bool = False  # standardise_projector_input before stage 2
     projector: str = ""  # a projector kind (config.ARCH_SPECIFIERS) instead of the preset's (or init_from's)
     ldp_grid: int = 0  # fused-ldpnet only: pool the patch grid to ldp_grid x ldp_grid image tokens (0: preset's)
@@ -102,6 +103,15 @@ def as_model_inputs(images: np.ndarray, cfg: CobraConfig) -> np.ndarray:
         x = resize(torch.from_numpy(chunk).permute(0, 3, 1, 2).float() / 255.0)
         out.append((x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
+
+
+def with_where_all(data: questions.ExampleSet) -> None:
+    """Replace each scene's one "where" question by one about every visible block (in place): a block's
+    place is what every spatial answer reads, and one question per scene teaches it slowly."""
+    kept = [e for e in data.examples if e.relation != "where"]
+    asked = [replace(e, image=i) for i, blocks in enumerate(data.truths)
+             for e in questions.where_questions(visible_blocks(blocks))]
+    data.examples = kept + asked
 
 
 def training_texts(example: questions.Example, rng: np.random.Generator) -> tuple[str, str]:
@@ -370,6 +380,8 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
     log(f"rendering {cfg.scenes} training and {cfg.eval_scenes} held-out scenes ...")
     data = questions.make_examples(cfg.seed, cfg.scenes, image_size=None, render_size=RENDER_SIZE)
     held_out = questions.make_examples(cfg.seed + 10_000, cfg.eval_scenes, image_size=None, render_size=RENDER_SIZE)
+    if cfg.where_all:
+        with_where_all(data)
     if cfg.init_from:
         model, tokenizer = load_model_dir(cfg.init_from)
         if cfg.projector and cfg.projector != model.cfg.projector_kind:

@@ -88,6 +88,28 @@ def test_open_questions_answers():
     assert found["Which block is furthest to the right?"] == "the green star"
 
 
+def test_where_questions_ask_about_every_block_clear_of_a_region_edge():
+    edge = Q.ROW_EDGES[0]
+    blocks = [B("red_moon", 0.25, -0.2), B("green_star", 0.5, 0.2), B("blue_cube", edge + 0.005, 0.0)]
+    asked = {e.question: e.answer for e in Q.where_questions(blocks)}
+    assert asked == {"Where is the red moon?": "at the top left", "Where is the green star?": "at the bottom right"}
+
+
+def test_training_can_ask_where_about_every_block():
+    from cobra_ros.train import visible_blocks, with_where_all
+
+    data = Q.make_examples(3, 6, image_size=None)
+    one_each = collections.Counter(e.image for e in data.examples if e.relation == "where")
+    with_where_all(data)
+    every = collections.Counter(e.image for e in data.examples if e.relation == "where")
+    assert sum(every.values()) > sum(one_each.values())
+    for e in data.examples:
+        if e.relation == "where":
+            block = next(b for b in visible_blocks(data.truths[e.image]) if b.name == e.blocks[0])
+            assert e.answer == Q.region_phrase(block.x, block.y)
+    assert all(every[i] <= len(visible_blocks(t)) for i, t in enumerate(data.truths))
+
+
 def test_make_examples_deterministic_and_prefix_stable():
     a = Q.make_examples(seed=5, n_scenes=6, image_size=48)
     b = Q.make_examples(seed=5, n_scenes=6, image_size=48)

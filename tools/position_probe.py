@@ -6,6 +6,7 @@ held-out balanced presence accuracy, mean position error (board-normalised) and 
 > 0.1 apart are put in the right left/right order.
 
     python tools/position_probe.py --model models/langtable-tiny
+    python tools/position_probe.py --model models/langtable-tiny --own   # the same head on the model's own tokens
 """
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ from cobra_ros.train import RENDER_SIZE, as_model_inputs, scene_table, tower_fea
 
 
 class PooledProbe(nn.Module):
-    def __init__(self, kind: str, patches: int, dim: int, blocks: int, grid: int, width: int = 192):
+    """A projector (fresh, or a model's own, frozen) with a linear head on all its tokens together."""
+
+    def __init__(self, projector: nn.Module, n_tokens: int, blocks: int, width: int = 192):
         super().__init__()
-        self.projector = Projector(kind, dim, width, grid, patches)
-        self.head = nn.Linear(width * grid * grid, blocks * 3)
+        self.projector = projector
+        self.head = nn.Linear(width * n_tokens, blocks * 3)
 
     def forward(self, features):
         tokens = self.projector(features)
@@ -56,6 +59,7 @@ def main(argv=None) -> None:
     parser.add_argument("--held-out", type=int, default=300)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--grids", default="2,1,8")
+    parser.add_argument("--own", action="store_true", help="probe the model's own image tokens instead")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model, _ = load_model_dir(args.model)
@@ -66,23 +70,28 @@ def main(argv=None) -> None:
             data[name] = (tower_features(model.eval(), as_model_inputs(scenes.images, model.cfg)),
                           *scene_table(scenes.truths))
     features, present, where = data["train"]
-    for grid in map(int, args.grids.split(",")):
-        for kind in ("fused-ldpnet", "fused-ldpnet-pos"):
-            probe = PooledProbe(kind, features.shape[1], features.shape[2], present.shape[1], grid)
-            opt = torch.optim.AdamW(probe.parameters(), 2e-3)
-            pick = torch.Generator().manual_seed(1)
-            for _ in tqdm(range(args.steps), desc=f"{kind}, grid {grid}", unit="step", leave=False):
-                i = torch.randint(len(features), (64,), generator=pick)
-                out = probe(features[i])
-                placed = (F.l1_loss(torch.sigmoid(out[..., 1:]), where[i], reduction="none").sum(-1) * present[i])
-                loss = F.binary_cross_entropy_with_logits(out[..., 0], present[i]) + placed.sum() / present[i].sum()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                result = scores(probe(data["held_out"][0]), *data["held_out"][1:])
-            print(f"{kind:<16} grid {grid}: "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
+    if args.own:
+        tokens = model.projector(features[:1]).shape[1]
+        probes = [(f"{args.model}'s own tokens", PooledProbe(model.projector.requires_grad_(False), tokens,
+                                                             present.shape[1], model.cfg.llm.d_model))]
+    else:
+        probes = [(f"{kind:<16} grid {grid}", PooledProbe(Projector(kind, features.shape[2], 192, grid, features.shape[1]),
+                                                          grid * grid, present.shape[1]))
+                  for grid in map(int, args.grids.split(",")) for kind in ("fused-ldpnet", "fused-ldpnet-pos")]
+    for name, probe in probes:
+        opt = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], 2e-3)
+        pick = torch.Generator().manual_seed(1)
+        for _ in tqdm(range(args.steps), desc=name, unit="step", leave=False):
+            i = torch.randint(len(features), (64,), generator=pick)
+            out = probe(features[i])
+            placed = (F.l1_loss(torch.sigmoid(out[..., 1:]), where[i], reduction="none").sum(-1) * present[i])
+            loss = F.binary_cross_entropy_with_logits(out[..., 0], present[i]) + placed.sum() / present[i].sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            result = scores(probe(data["held_out"][0]), *data["held_out"][1:])
+        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
 
 
 if __name__ == "__main__":

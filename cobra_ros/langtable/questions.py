@@ -202,8 +202,7 @@ def open_questions(blocks, rng: np.random.Generator) -> list:
     if not blocks:
         return out
     a = blocks[rng.integers(len(blocks))]
-    if _region_is_clear(a.x, a.y):
-        out.append(Example(f"Where is the {block_text(a.name)}?", region_phrase(a.x, a.y), "where", None, (a.name,)))
+    out += where_questions([a])
     if len(blocks) >= 2:
         others = sorted((_dist(o, a), o.name) for o in blocks if o.name != a.name)
         if len(others) == 1 or others[1][0] - others[0][0] >= CLOSEST_MARGIN:
@@ -228,6 +227,12 @@ def open_questions(blocks, rng: np.random.Generator) -> list:
         out.append(Example(f"What shape is the {block_colour(b.name)} block?", block_shape(b.name), "shape", None,
                            (b.name,)))
     return out
+
+
+def where_questions(blocks) -> list:
+    """"Where is the red moon?" for each block that is not too close to a region edge to call."""
+    return [Example(f"Where is the {block_text(b.name)}?", region_phrase(b.x, b.y), "where", None, (b.name,))
+            for b in blocks if _region_is_clear(b.x, b.y)]
 
 
 def scene_examples(blocks, rng: np.random.Generator, per_relation: int = 1, min_visible: float = 0.5,
