@@ -13,33 +13,32 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from cobra_ros.langtable import questions
 from cobra_ros.model.checkpoint import load_model_dir
 from cobra_ros.model.projector import Projector
-from cobra_ros.train import RENDER_SIZE, as_model_inputs, scene_table, tower_features
+from cobra_ros.train import (RENDER_SIZE, TokenProbe, as_model_inputs, scene_table, split_table, table_loss,
+                             tower_features)
 
 
 class PooledProbe(nn.Module):
-    """A projector (fresh, or a model's own, frozen) with a linear head on all its tokens together."""
+    """A projector (fresh, or a model's own, frozen) with cobra-train's TokenProbe head on its tokens."""
 
-    def __init__(self, projector: nn.Module, n_tokens: int, blocks: int, width: int = 192):
+    def __init__(self, projector: nn.Module, n_tokens: int, width: int = 192):
         super().__init__()
         self.projector = projector
-        self.head = nn.Linear(width * n_tokens, blocks * 3)
+        self.tokens = TokenProbe(n_tokens, width)
 
     def forward(self, features):
-        tokens = self.projector(features)
-        return self.head(tokens.flatten(1)).view(len(features), -1, 3)  # per block: presence logit, x, y
+        return self.tokens.head(self.projector(features).flatten(1))  # (N, 3K), laid out as split_table reads it
 
 
 def scores(out, present, where) -> dict:
-    hit = ((out[..., 0] > 0).float() == present).float()
+    logits, xy = split_table(out, present.shape[1])
+    hit = ((logits > 0).float() == present).float()
     balanced = 0.5 * ((hit * present).sum() / present.sum() + (hit * (1 - present)).sum() / (1 - present).sum())
-    xy = torch.sigmoid(out[..., 1:])
     error = ((xy - where).abs().mean(-1) * present).sum() / present.sum()
     right = total = 0
     for k in range(len(present)):
@@ -73,19 +72,17 @@ def main(argv=None) -> None:
     if args.own:
         tokens = model.projector(features[:1]).shape[1]
         probes = [(f"{args.model}'s own tokens", PooledProbe(model.projector.requires_grad_(False), tokens,
-                                                             present.shape[1], model.cfg.llm.d_model))]
+                                                             model.cfg.llm.d_model))]
     else:
         probes = [(f"{kind:<16} grid {grid}", PooledProbe(Projector(kind, features.shape[2], 192, grid, features.shape[1]),
-                                                          grid * grid, present.shape[1]))
+                                                          grid * grid))
                   for grid in map(int, args.grids.split(",")) for kind in ("fused-ldpnet", "fused-ldpnet-pos")]
     for name, probe in probes:
         opt = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], 2e-3)
         pick = torch.Generator().manual_seed(1)
         for _ in tqdm(range(args.steps), desc=name, unit="step", leave=False):
             i = torch.randint(len(features), (64,), generator=pick)
-            out = probe(features[i])
-            placed = (F.l1_loss(torch.sigmoid(out[..., 1:]), where[i], reduction="none").sum(-1) * present[i])
-            loss = F.binary_cross_entropy_with_logits(out[..., 0], present[i]) + placed.sum() / present[i].sum()
+            loss = table_loss(probe(features[i]), present[i], where[i])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -7,9 +7,9 @@ release's `projector.N.*`.
 `fused-ldpnet-pos` is ours: LDPv2 with a learned position embedding added to every patch before the MLP.
 Pooling averages patches, so a pooled token keeps *what* its window holds but not *where* in the window,
 unless the patch features already say where they are. Ours do not: on the bundled model's towers, a
-fresh fused-ldpnet projector pooling to 2x2 tokens, with a linear head, places blocks with 0.097 mean
+fresh fused-ldpnet projector pooling to 2x2 tokens, with a linear head, places blocks with 0.096 mean
 error (board-normalised) and orders two blocks left/right correctly 84% of the time; fused-ldpnet-pos
-0.048 and 96%; unpooled (8x8 tokens) 0.059 and 95% (`python tools/position_probe.py --grids 2,8`).
+0.047 and 96%; unpooled (8x8 tokens) 0.058 and 96% (`python tools/position_probe.py --grids 2,8`).
 It starts at zero, so a fused-ldpnet model continued into it computes the same until it learns.
 """
 from __future__ import annotations
