@@ -66,6 +66,7 @@ class TrainConfig:
     scene_layer: int = 2  # the probe reads what this LM layer reads
     token_loss: float = 0.0  # weight of the auxiliary loss on the image tokens (TokenProbe); 0: off
     where_all: bool = False  # ask "where is ...?" about every visible block of a scene, not one
+    weigh_answers: bool = False  # every answer weighs the same in the loss, not every answer token
     standardise: bool = False  # standardise_projector_input before stage 2
     projector: str = ""  # a projector kind (config.ARCH_SPECIFIERS) instead of the preset's (or init_from's)
     ldp_grid: int = 0  # fused-ldpnet only: pool the patch grid to ldp_grid x ldp_grid image tokens (0: preset's)
@@ -243,11 +244,14 @@ def table_loss(out: torch.Tensor, present: torch.Tensor, where: torch.Tensor) ->
 
 
 def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: SceneProbe | None = None,
-                    table=None, token_probe: TokenProbe | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    table=None, token_probe: TokenProbe | None = None,
+                    weigh_answers: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean cross-entropy over answer tokens, the SceneProbe's loss and the TokenProbe's (0 without
     them); each image is prefilled once and shared by its questions.
 
     `features`: the frozen towers' patch features of the sampled images; `table`: their scene_table.
+    `weigh_answers`: the mean over answers of each answer's mean token cross-entropy instead. Per token,
+    one description (~50 tokens) outweighs twenty yes/no answers (2 tokens, one of them the end token).
     """
     tokens = model.projector(features)
     prefix = model.prefix_embeds(tokens, bos_id)
@@ -258,9 +262,13 @@ def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: ScenePro
     total, count = 0.0, 0
     for rows, ids, labels in groups:
         logits, _ = model.llm(model.llm.embed(ids), MambaState(state.conv[:, rows], state.ssm[:, rows]))
-        total = total + F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
-                                        reduction="sum")
-        count += int((labels != IGNORE).sum())
+        per_token = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=IGNORE, reduction="none")
+        if weigh_answers:
+            total = total + (per_token.sum(1) / (labels != IGNORE).sum(1)).sum()
+            count += len(rows)
+        else:
+            total = total + per_token.sum()
+            count += int((labels != IGNORE).sum())
     return total / count, scene, placed
 
 
@@ -444,7 +452,7 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
                                                                                          cfg.questions_per_scene)
         table_rows = (table[0][picked], table[1][picked]) if table is not None else None
         answer_loss, scene_loss, token_loss = loss_on_answers(model, features[picked], groups, tokenizer.bos_id,
-                                                              probe, table_rows, token_probe)
+                                                              probe, table_rows, token_probe, cfg.weigh_answers)
         loss = answer_loss + cfg.scene_loss * scene_loss + cfg.token_loss * token_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

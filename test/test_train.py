@@ -142,6 +142,28 @@ def test_batches_label_only_answer_tokens_and_honour_the_curriculum(tiny_engine)
             assert (answer[0] == tok.yes_id) == any(b.name == name and b.visible >= 0.5 for b in scene)
 
 
+def test_answer_loss_weighs_every_token_or_every_answer_the_same(tiny_engine):
+    model, tok = tiny_engine.model.eval(), tiny_engine.tokenizer
+    data = questions.make_examples(4, 3, image_size=32)
+    picked, groups = train.Batches(data, tok, seed=0, relations={"presence", "describe"}).sample(3, 3)
+    assert len(groups) == 2  # short (yes/no) and long (description) answers
+    with torch.no_grad():
+        features = train.tower_features(model, data.images[picked.numpy()])
+        # reference: every question on its own, its image prefilled again
+        sums, counts = [], []
+        for rows, ids, labels in groups:
+            for row, seq, lab in zip(rows, ids, labels):
+                one = [(row[None] * 0, seq[None], lab[None])]
+                mean, _, _ = train.loss_on_answers(model, features[row:row + 1], one, tok.bos_id)
+                counts.append(int((lab != train.IGNORE).sum()))
+                sums.append(float(mean) * counts[-1])
+        per_token, _, _ = train.loss_on_answers(model, features, groups, tok.bos_id)
+        per_answer, _, _ = train.loss_on_answers(model, features, groups, tok.bos_id, weigh_answers=True)
+    assert float(per_token) == pytest.approx(sum(sums) / sum(counts), rel=1e-4)
+    assert float(per_answer) == pytest.approx(np.mean(np.array(sums) / np.array(counts)), rel=1e-4)
+    assert abs(float(per_answer) - float(per_token)) > 1e-3  # the two weightings differ on mixed lengths
+
+
 def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     import cobra_ros
 
