@@ -129,7 +129,7 @@ def test_batches_label_only_answer_tokens_and_honour_the_curriculum(tiny_engine)
     tok = tiny_engine.tokenizer
     batches = train.Batches(data, tok, seed=0, relations={"presence"})
     picked, groups = batches.sample(4, 3)
-    for rows, ids, labels in groups:
+    for rows, ids, labels, _ in groups:
         for row, seq, lab in zip(rows, ids, labels):
             answer = [int(t) for t in lab if t != train.IGNORE]
             assert tok.decode(answer[:-1]) in ("Yes", "No") and answer[-1] == tok.eos_id
@@ -142,6 +142,55 @@ def test_batches_label_only_answer_tokens_and_honour_the_curriculum(tiny_engine)
             assert (answer[0] == tok.yes_id) == any(b.name == name and b.visible >= 0.5 for b in scene)
 
 
+def test_mentions_point_at_the_end_of_each_visible_block_a_question_names(tiny_engine):
+    tok = tiny_engine.tokenizer
+    data = questions.make_examples(5, 6, image_size=32)
+    batches = train.Batches(data, tok, seed=0, relations={"left_of", "between", "presence", "where", "describe"})
+    picked, groups = batches.sample(6, 6)
+    seen = 0
+    for rows, ids, labels, ((seq, pos), where) in groups:
+        for i, p, xy in zip(seq.tolist(), pos.tolist(), where):
+            prompt_end = int((labels[i] != train.IGNORE).nonzero()[0])
+            assert p < prompt_end
+            named = tok.decode(ids[i, :p + 1].tolist())
+            block = next(b for b in train.visible_blocks(data.truths[int(picked[rows[i]])])
+                         if named.endswith(questions.block_text(b.name)))
+            assert xy.tolist() == pytest.approx([(block.x - X_MIN) / (X_MAX - X_MIN), (block.y - Y_MIN) / (Y_MAX - Y_MIN)])
+            seen += 1
+        # one mention per visible named block: two for left_of, three for between, none for a description
+        for i in range(len(rows)):
+            question = tok.decode(ids[i, :int((labels[i] != train.IGNORE).nonzero()[0]) + 1].tolist())
+            expected = 0 if "Describe" in question else sum(
+                questions.block_text(b.name) in question for b in train.visible_blocks(data.truths[int(picked[rows[i]])]))
+            assert int((seq == i).sum()) == expected, question
+    assert seen > 10
+
+
+def test_mention_probe_scores_the_named_tokens_and_trains_only_the_layers_below_it(tiny_engine):
+    model, tok = tiny_engine.model, tiny_engine.tokenizer
+    data = questions.make_examples(5, 4, image_size=32)
+    picked, groups = train.Batches(data, tok, seed=0, relations={"left_of", "where"}).sample(4, 4)
+    probe = train.MentionProbe(model.cfg.llm.d_model, layer=1)
+    features = train.tower_features(model, data.images[picked.numpy()])
+    model.llm.zero_grad()
+    *_, mentioned = train.loss_on_answers(model, features, groups, tok.bos_id, mention_probe=probe)
+    mentioned.backward()
+    layers = model.llm.backbone.layers
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[0].mixer.parameters() if p.requires_grad)
+    assert all(p.grad is None or not p.grad.any() for p in layers[1].mixer.parameters())  # the probe reads layer 1's input
+    # reference: the mean L1 error, over all mentions of both groups, of the head on layer 1's normed input there
+    errors = []
+    with torch.no_grad():
+        tokens = model.prefix_embeds(model.projector(features), tok.bos_id)
+        _, state = model.llm(tokens, last_only=True)
+        for rows, ids, _, ((seq, pos), where) in groups:
+            with train.watching(model.llm, 1) as seen:
+                model.llm(model.llm.embed(ids), train.MambaState(state.conv[:, rows], state.ssm[:, rows]))
+            guess = torch.sigmoid(probe.head(seen[-1][seq, pos]))
+            errors += (guess - where).abs().sum(-1).tolist()
+    assert len(errors) > 8 and mentioned.item() == pytest.approx(np.mean(errors), rel=1e-4)
+
+
 def test_answer_loss_weighs_every_token_or_every_answer_the_same(tiny_engine):
     model, tok = tiny_engine.model.eval(), tiny_engine.tokenizer
     data = questions.make_examples(4, 3, image_size=32)
@@ -151,14 +200,14 @@ def test_answer_loss_weighs_every_token_or_every_answer_the_same(tiny_engine):
         features = train.tower_features(model, data.images[picked.numpy()])
         # reference: every question on its own, its image prefilled again
         sums, counts = [], []
-        for rows, ids, labels in groups:
+        for rows, ids, labels, _ in groups:
             for row, seq, lab in zip(rows, ids, labels):
-                one = [(row[None] * 0, seq[None], lab[None])]
-                mean, _, _ = train.loss_on_answers(model, features[row:row + 1], one, tok.bos_id)
+                one = [(row[None] * 0, seq[None], lab[None], None)]
+                mean, *_ = train.loss_on_answers(model, features[row:row + 1], one, tok.bos_id)
                 counts.append(int((lab != train.IGNORE).sum()))
                 sums.append(float(mean) * counts[-1])
-        per_token, _, _ = train.loss_on_answers(model, features, groups, tok.bos_id)
-        per_answer, _, _ = train.loss_on_answers(model, features, groups, tok.bos_id, weigh_answers=True)
+        per_token, *_ = train.loss_on_answers(model, features, groups, tok.bos_id)
+        per_answer, *_ = train.loss_on_answers(model, features, groups, tok.bos_id, weigh_answers=True)
     assert float(per_token) == pytest.approx(sum(sums) / sum(counts), rel=1e-4)
     assert float(per_answer) == pytest.approx(np.mean(np.array(sums) / np.array(counts)), rel=1e-4)
     assert abs(float(per_answer) - float(per_token)) > 1e-3  # the two weightings differ on mixed lengths
@@ -169,7 +218,7 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
 
     cfg = train.TrainConfig(preset="micro", scenes=60, steps=60, scenes_per_step=8, questions_per_scene=4,
                             tower_steps=5, tower_batch=8, eval_scenes=4, warmup=5, first_steps=10, threads=1,
-                            lr=1e-2, scene_loss=0.5, token_loss=0.5, standardise=True)
+                            lr=1e-2, scene_loss=0.5, token_loss=0.5, mention_loss=0.5, standardise=True)
     summary = train.train(tmp_path / "m", cfg, log=lambda *_: None)
     history = json.loads((tmp_path / "m" / "training.json").read_text())["history"]
     first, last = np.mean(history["loss"][:5]), np.mean(history["loss"][-5:])
@@ -177,6 +226,7 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     assert len(history["scene_loss"]) == 60 and all(np.isfinite(history["scene_loss"]))
     # the image tokens learn to say which blocks are where
     assert np.mean(history["token_loss"][-10:]) < 0.8 * np.mean(history["token_loss"][:5]), history["token_loss"]
+    assert len(history["mention_loss"]) == 60 and all(np.isfinite(history["mention_loss"]))
     assert set(summary["held_out_tower_presence"]) == {"dino", "siglip"}
     assert (tmp_path / "m" / "loss.png").stat().st_size > 0
     engine = cobra_ros.load(tmp_path / "m")
