@@ -147,7 +147,7 @@ class Batches:
                 question, answer = training_texts(exs[k], self.rng)
                 prompt, target = self.tokenizer.prompt_ids(question), self.tokenizer.answer_ids(answer)
                 rows.append(row)
-                seqs.append((prompt, target, self._mentions(exs[k], question, index)))
+                seqs.append((prompt, target, self._mentions(exs[k], index)))
         # Descriptions are several times longer than other answers: pad each kind only to its own length.
         groups = []
         for is_long in (False, True):
@@ -156,18 +156,17 @@ class Batches:
                 groups.append((torch.tensor([rows[i] for i in members]), *self._pad([seqs[i] for i in members])))
         return torch.from_numpy(picked), groups
 
-    def _mentions(self, example: questions.Example, question: str, image: int) -> list[tuple[int, list[float]]]:
+    def _mentions(self, example: questions.Example, image: int) -> list[tuple[int, list[float]]]:
         """(prompt position of the last token of a block's name, its board position) for each visible block
         the question names; none for descriptions and counts, which name every block."""
-        if example.relation in ("describe", "count") or question != example.question:
+        if example.relation in ("describe", "count"):
             return []
         placed = {b.name: b for b in visible_blocks(self.truths[image])}
         out = []
         for name in example.blocks:
-            end = self._mention_end(question, questions.block_text(name))
+            end = self._mention_end(example.question, questions.block_text(name))
             if name in placed and end is not None:
-                b = placed[name]
-                out.append((end, [(b.x - X_MIN) / (X_MAX - X_MIN), (b.y - Y_MIN) / (Y_MAX - Y_MIN)]))
+                out.append((end, board_xy(placed[name])))
         return out
 
     def _mention_end(self, question: str, text: str) -> int | None:
@@ -197,6 +196,11 @@ class Batches:
         return ids, labels, (torch.tensor(at, dtype=torch.long).view(-1, 2).T, torch.tensor(where).view(-1, 2))
 
 
+def board_xy(block) -> list[float]:
+    """A block's place on the board, scaled to [0, 1]: what every position probe predicts."""
+    return [(block.x - X_MIN) / (X_MAX - X_MIN), (block.y - Y_MIN) / (Y_MAX - Y_MIN)]
+
+
 def scene_table(truths: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Per scene: which of ALL_BLOCKS are visible (N, K) and where on the board, scaled to [0, 1] (N, K, 2)."""
     present = torch.zeros(len(truths), len(BLOCK_INDEX))
@@ -204,8 +208,7 @@ def scene_table(truths: list) -> tuple[torch.Tensor, torch.Tensor]:
     for i, blocks in enumerate(truths):
         for b in visible_blocks(blocks):
             present[i, BLOCK_INDEX[b.name]] = 1.0
-            where[i, BLOCK_INDEX[b.name]] = torch.tensor([(b.x - X_MIN) / (X_MAX - X_MIN),
-                                                          (b.y - Y_MIN) / (Y_MAX - Y_MIN)])
+            where[i, BLOCK_INDEX[b.name]] = torch.tensor(board_xy(b))
     return present, where
 
 
@@ -283,12 +286,11 @@ class MentionProbe(nn.Module):
         self.head = nn.Linear(d_model, 2)
         self.layer = layer
 
-    def loss(self, residual: torch.Tensor, mentions) -> torch.Tensor:
-        """residual: (n, T, d) for a group of questions; mentions: that group's (indices (2, M), positions (M, 2))."""
+    def errors(self, residual: torch.Tensor, mentions) -> torch.Tensor:
+        """Each mention's L1 position error (M,). residual: (n, T, d) for a group of questions; mentions:
+        that group's (indices (2, M), positions (M, 2))."""
         (seq, pos), where = mentions
-        if not len(where):
-            return residual.sum() * 0.0
-        return F.l1_loss(torch.sigmoid(self.head(residual[seq, pos].float())), where, reduction="none").sum(-1).mean()
+        return F.l1_loss(torch.sigmoid(self.head(residual[seq, pos].float())), where, reduction="none").sum(-1)
 
 
 def split_table(out: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,7 +327,7 @@ def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: ScenePro
         with watching(model.llm, mention_probe.layer) if mention_probe else contextlib.nullcontext() as seen:
             logits, _ = model.llm(model.llm.embed(ids), MambaState(state.conv[:, rows], state.ssm[:, rows]))
         if mention_probe:
-            named.append((mention_probe.loss(seen[-1], mentions), len(mentions[1])))
+            named.append(mention_probe.errors(seen[-1], mentions))
         per_token = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=IGNORE, reduction="none")
         if weigh_answers:
             total = total + (per_token.sum(1) / (labels != IGNORE).sum(1)).sum()
@@ -333,7 +335,8 @@ def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: ScenePro
         else:
             total = total + per_token.sum()
             count += int((labels != IGNORE).sum())
-    mentioned = sum(loss * n for loss, n in named) / max(1, sum(n for _, n in named)) if named else torch.zeros(())
+    errors = torch.cat(named) if named else torch.zeros(0)
+    mentioned = errors.mean() if len(errors) else torch.zeros(())
     return total / count, scene, placed, mentioned
 
 

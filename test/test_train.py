@@ -189,6 +189,7 @@ def test_mention_probe_scores_the_named_tokens_and_trains_only_the_layers_below_
             guess = torch.sigmoid(probe.head(seen[-1][seq, pos]))
             errors += (guess - where).abs().sum(-1).tolist()
     assert len(errors) > 8 and mentioned.item() == pytest.approx(np.mean(errors), rel=1e-4)
+    model.llm.zero_grad(set_to_none=True)  # the engine is shared with other tests
 
 
 def test_answer_loss_weighs_every_token_or_every_answer_the_same(tiny_engine):
