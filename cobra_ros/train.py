@@ -30,6 +30,7 @@ from cobra_ros.model.mamba import MambaState, long_memory_init
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT, ChatTokenizer, build_tokenizer
 
 IGNORE = -100
+MOST_NAMED = 3  # blocks one question names ("between")
 BLOCK_INDEX = {name: i for i, name in enumerate(questions.ALL_BLOCKS)}  # a block's column in every target
 RENDER_SIZE = (320, 180)
 DESCRIBE_PROMPTS = (DESCRIBE_PROMPT, questions.DESCRIBE_PROMPT)
@@ -67,6 +68,9 @@ class TrainConfig:
     token_loss: float = 0.0  # weight of the auxiliary loss on the image tokens (TokenProbe); 0: off
     mention_loss: float = 0.0  # weight of the auxiliary loss at each block a question names (MentionProbe); 0: off
     mention_layer: int = 1  # the mention probe reads what this LM layer reads
+    places_loss: float = 0.0  # weight of the auxiliary loss on the named blocks' places at the answer (PlacesProbe); 0: off
+    places_layer: int = 3  # the places probe reads what this LM layer reads
+    probe_steps: int = 0  # the first steps train only the probe heads (continuations start them at random)
     where_all: bool = False  # ask "where is ...?" about every visible block of a scene, not one
     weigh_answers: bool = False  # every answer weighs the same in the loss, not every answer token
     standardise: bool = False  # standardise_projector_input before stage 2
@@ -147,11 +151,11 @@ class Batches:
                 question, answer = training_texts(exs[k], self.rng)
                 prompt, target = self.tokenizer.prompt_ids(question), self.tokenizer.answer_ids(answer)
                 rows.append(row)
-                seqs.append((prompt, target, self._mentions(exs[k], index)))
+                seqs.append((prompt, target, self._mentions(exs[k], index), self._places(exs[k], index)))
         # Descriptions are several times longer than other answers: pad each kind only to its own length.
         groups = []
         for is_long in (False, True):
-            members = [i for i, (p, t, _) in enumerate(seqs) if (len(t) > self.long_answer) == is_long]
+            members = [i for i, (p, t, *_) in enumerate(seqs) if (len(t) > self.long_answer) == is_long]
             if members:
                 groups.append((torch.tensor([rows[i] for i in members]), *self._pad([seqs[i] for i in members])))
         return torch.from_numpy(picked), groups
@@ -169,6 +173,15 @@ class Batches:
                 out.append((end, board_xy(placed[name])))
         return out
 
+    def _places(self, example: questions.Example, image: int) -> list[tuple[int, list[float]]]:
+        """(slot, board position) of each visible block the question names, the slot being its order in the
+        question; none for descriptions and counts. ("Which block is closest to X?" names only X.)"""
+        if example.relation in ("describe", "count"):
+            return []
+        placed = {b.name: b for b in visible_blocks(self.truths[image])}
+        return [(slot, board_xy(placed[name])) for slot, name in enumerate(example.blocks)
+                if name in placed and questions.block_text(name) in example.question]
+
     def _mention_end(self, question: str, text: str) -> int | None:
         key = (question, text)
         if key not in self._mention_ends:
@@ -180,20 +193,27 @@ class Batches:
         return self._mention_ends[key]
 
     def _pad(self, seqs):
-        """Token ids and labels (n, T), and the mentions as (sequence, position) indices (2, M) and board
-        positions (M, 2)."""
-        length = max(len(p) + len(t) for p, t, _ in seqs)
+        """Token ids and labels (n, T); the mentions and the places as probe targets: (sequence, position,
+        slot) indices (3, M) and board positions (M, 2). A mention sits at the end of a block's name (slot
+        0); the places of all named blocks sit at the last prompt token, whose logits give the answer."""
+        length = max(len(p) + len(t) for p, t, *_ in seqs)
         ids = torch.full((len(seqs), length), self.tokenizer.eos_id, dtype=torch.long)
         labels = torch.full((len(seqs), length), IGNORE, dtype=torch.long)
-        at, where = [], []
-        for i, (prompt, target, mentions) in enumerate(seqs):
+        mentions, places = [], []
+        for i, (prompt, target, named, slots) in enumerate(seqs):
             seq = prompt + target
             ids[i, :len(seq)] = torch.tensor(seq)
             # logits at position p predict token p+1: label the positions just before each answer token
             labels[i, len(prompt) - 1:len(seq) - 1] = torch.tensor(target)
-            at += [(i, end) for end, _ in mentions]
-            where += [xy for _, xy in mentions]
-        return ids, labels, (torch.tensor(at, dtype=torch.long).view(-1, 2).T, torch.tensor(where).view(-1, 2))
+            mentions += [((i, end, 0), xy) for end, xy in named]
+            places += [((i, len(prompt) - 1, slot), xy) for slot, xy in slots]
+        return ids, labels, probe_targets(mentions), probe_targets(places)
+
+
+def probe_targets(entries) -> tuple[torch.Tensor, torch.Tensor]:
+    """[((sequence, position, slot), xy), ...] as indices (3, M) and board positions (M, 2)."""
+    at = torch.tensor([a for a, _ in entries], dtype=torch.long).view(-1, 3).T
+    return at, torch.tensor([xy for _, xy in entries], dtype=torch.float32).view(-1, 2)
 
 
 def board_xy(block) -> list[float]:
@@ -279,18 +299,24 @@ class MentionProbe(nn.Module):
     question, after two lookups and a comparison. Continuing the model bundled before it, this head on
     layer 1 stayed at its constant-guess error (0.35) for 200 steps; on layer 2 it fell to 0.10 in 1600, and
     "where" answers went from 0.48 to 0.76 (README, runs 7-8).
+
+    With `slots` > 1 it is the PlacesProbe: at the last prompt token, the token whose logits answer, it
+    predicts the places of all the blocks the question names, in the order named (slot k: the k-th block).
+    A relation compares two places; this asks the layers below `layer` to bring both to the answer, so
+    that the comparison is all that is left for the layers above.
     """
 
-    def __init__(self, d_model: int, layer: int):
+    def __init__(self, d_model: int, layer: int, slots: int = 1):
         super().__init__()
-        self.head = nn.Linear(d_model, 2)
-        self.layer = layer
+        self.head = nn.Linear(d_model, 2 * slots)
+        self.layer, self.slots = layer, slots
 
-    def errors(self, residual: torch.Tensor, mentions) -> torch.Tensor:
-        """Each mention's L1 position error (M,). residual: (n, T, d) for a group of questions; mentions:
-        that group's (indices (2, M), positions (M, 2))."""
-        (seq, pos), where = mentions
-        return F.l1_loss(torch.sigmoid(self.head(residual[seq, pos].float())), where, reduction="none").sum(-1)
+    def errors(self, residual: torch.Tensor, targets) -> torch.Tensor:
+        """Each target's L1 position error (M,). residual: (n, T, d) for a group of questions; targets:
+        that group's (indices (3, M): sequence, position, slot; positions (M, 2))."""
+        (seq, pos, slot), where = targets
+        guess = torch.sigmoid(self.head(residual[seq, pos].float())).view(-1, self.slots, 2)
+        return F.l1_loss(guess[torch.arange(len(slot)), slot], where, reduction="none").sum(-1)
 
 
 def split_table(out: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,9 +334,11 @@ def table_loss(out: torch.Tensor, present: torch.Tensor, where: torch.Tensor) ->
 
 def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: SceneProbe | None = None,
                     table=None, token_probe: TokenProbe | None = None, weigh_answers: bool = False,
-                    mention_probe: MentionProbe | None = None) -> tuple[torch.Tensor, ...]:
-    """Mean cross-entropy over answer tokens, the SceneProbe's loss, the TokenProbe's and the
-    MentionProbe's (0 without them); each image is prefilled once and shared by its questions.
+                    mention_probe: MentionProbe | None = None,
+                    places_probe: MentionProbe | None = None) -> tuple[torch.Tensor, ...]:
+    """Mean cross-entropy over answer tokens, then the losses of the SceneProbe, the TokenProbe, the
+    MentionProbe and the places probe (0 without them); each image is prefilled once and shared by its
+    questions.
 
     `features`: the frozen towers' patch features of the sampled images; `table`: their scene_table.
     `weigh_answers`: the mean over answers of each answer's mean token cross-entropy instead. Per token,
@@ -322,12 +350,16 @@ def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: ScenePro
         _, state = model.llm(prefix, last_only=True)
     scene = probe.loss(seen[-1][:, -1], *table) if probe else torch.zeros(())
     placed = token_probe.loss(tokens, *table) if token_probe else torch.zeros(())
-    total, count, named = 0.0, 0, []
-    for rows, ids, labels, mentions in groups:
-        with watching(model.llm, mention_probe.layer) if mention_probe else contextlib.nullcontext() as seen:
+    total, count = 0.0, 0
+    line_probes = [p for p in (mention_probe, places_probe) if p]
+    errors = {p: [] for p in line_probes}
+    for rows, ids, labels, *targets in groups:  # targets: the mentions' and the places'
+        with contextlib.ExitStack() as stack:
+            seen = {p: stack.enter_context(watching(model.llm, p.layer)) for p in line_probes}
             logits, _ = model.llm(model.llm.embed(ids), MambaState(state.conv[:, rows], state.ssm[:, rows]))
-        if mention_probe:
-            named.append(mention_probe.errors(seen[-1], mentions))
+        for p, target in zip((mention_probe, places_probe), targets):
+            if p:
+                errors[p].append(p.errors(seen[p][-1], target))
         per_token = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=IGNORE, reduction="none")
         if weigh_answers:
             total = total + (per_token.sum(1) / (labels != IGNORE).sum(1)).sum()
@@ -335,9 +367,12 @@ def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: ScenePro
         else:
             total = total + per_token.sum()
             count += int((labels != IGNORE).sum())
-    errors = torch.cat(named) if named else torch.zeros(0)
-    mentioned = errors.mean() if len(errors) else torch.zeros(())
-    return total / count, scene, placed, mentioned
+
+    def mean_error(p):
+        found = torch.cat(errors[p]) if p else torch.zeros(0)
+        return found.mean() if len(found) else torch.zeros(())
+
+    return total / count, scene, placed, mean_error(mention_probe), mean_error(places_probe)
 
 
 @torch.no_grad()
@@ -503,30 +538,32 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
     token_probe = TokenProbe(model.projector(features[:1]).shape[1], model_cfg.llm.d_model) if cfg.token_loss else None
     mention_probe = MentionProbe(model_cfg.llm.d_model, min(cfg.mention_layer, model_cfg.llm.n_layer - 1)) \
         if cfg.mention_loss else None
+    places_probe = MentionProbe(model_cfg.llm.d_model, min(cfg.places_layer, model_cfg.llm.n_layer - 1),
+                                slots=MOST_NAMED) if cfg.places_loss else None
     table = scene_table(data.truths) if probe or token_probe else None
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    named += [(f"probe.{n}", p) for n, p in probe.named_parameters()] if probe else []
-    named += [(f"token_probe.{n}", p) for n, p in token_probe.named_parameters()] if token_probe else []
-    named += [(f"mention_probe.{n}", p) for n, p in mention_probe.named_parameters()] if mention_probe else []
-    trainable = [p for _, p in named]
-    decay = [p for n, p in named if p.ndim >= 2 and "A_log" not in n]
-    no_decay = [p for n, p in named if p.ndim < 2 or "A_log" in n]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    history = {"step": [], "loss": [], "scene_loss": [], "token_loss": [], "mention_loss": [], "eval_step": [],
-               "eval_yes_no": []}
+    probes = {"probe": probe, "token_probe": token_probe, "mention_probe": mention_probe, "places_probe": places_probe}
+    named_by_kind = {False: [(n, p) for n, p in model.named_parameters() if p.requires_grad],
+                     True: [(f"{k}.{n}", p) for k, m in probes.items() if m for n, p in m.named_parameters()]}
+    trainable = [p for named in named_by_kind.values() for _, p in named]
+    param_groups = [{"params": [p for n, p in named if (p.ndim >= 2 and "A_log" not in n) == decays],
+                     "weight_decay": cfg.weight_decay if decays else 0.0, "probe": is_probe}
+                    for is_probe, named in named_by_kind.items() for decays in (True, False)]
+    opt = torch.optim.AdamW([g for g in param_groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95))
+    history = {"step": [], "loss": [], "scene_loss": [], "token_loss": [], "mention_loss": [], "places_loss": [],
+               "eval_step": [], "eval_yes_no": []}
     bar = tqdm(range(cfg.steps), desc="train", unit="step")
     smooth = None
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+        for group in opt.param_groups:  # during probe_steps only the (freshly started) probe heads learn
+            group["lr"] = lr_at(step, cfg) if group["probe"] or step >= cfg.probe_steps else 0.0
         picked, groups = (first_batches if step < cfg.first_steps else batches).sample(cfg.scenes_per_step,
                                                                                          cfg.questions_per_scene)
         table_rows = (table[0][picked], table[1][picked]) if table is not None else None
-        answer_loss, scene_loss, token_loss, mention_loss = loss_on_answers(
+        answer_loss, scene_loss, token_loss, mention_loss, places_loss = loss_on_answers(
             model, features[picked], groups, tokenizer.bos_id, probe, table_rows, token_probe, cfg.weigh_answers,
-            mention_probe)
-        loss = answer_loss + cfg.scene_loss * scene_loss + cfg.token_loss * token_loss + cfg.mention_loss * mention_loss
+            mention_probe, places_probe)
+        loss = answer_loss + cfg.scene_loss * scene_loss + cfg.token_loss * token_loss + \
+            cfg.mention_loss * mention_loss + cfg.places_loss * places_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -537,8 +574,9 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print) -> dict:
         history["scene_loss"].append(scene_loss.item())
         history["token_loss"].append(token_loss.item())
         history["mention_loss"].append(mention_loss.item())
+        history["places_loss"].append(places_loss.item())
         bar.set_postfix(loss=f"{smooth:.3f}", scene=f"{scene_loss.item():.3f}", tokens=f"{token_loss.item():.3f}",
-                        mentions=f"{mention_loss.item():.3f}")
+                        mentions=f"{mention_loss.item():.3f}", places=f"{places_loss.item():.3f}")
         if (step + 1) % max(1, cfg.steps // 10) == 0 or step + 1 == cfg.steps:
             accuracy = yes_no_accuracy(CobraEngine(model.eval(), tokenizer), held_out, held_images)
             model.projector.train()
@@ -570,7 +608,8 @@ def plot_history(history: dict, path: Path) -> None:
     ax.plot(history["step"][window - 1:], np.convolve(loss, np.ones(window) / window, "valid"), color="tab:blue",
             label=f"loss ({window}-step mean)")
     for key, colour, label in (("scene_loss", "tab:orange", "scene-probe"), ("token_loss", "tab:red", "token-probe"),
-                               ("mention_loss", "tab:purple", "mention-probe")):
+                               ("mention_loss", "tab:purple", "mention-probe"),
+                               ("places_loss", "tab:brown", "places-probe")):
         aux = np.array(history.get(key, []))
         if aux.size and aux.any():
             ax.plot(history["step"][window - 1:], np.convolve(aux, np.ones(window) / window, "valid"),

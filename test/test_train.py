@@ -129,7 +129,7 @@ def test_batches_label_only_answer_tokens_and_honour_the_curriculum(tiny_engine)
     tok = tiny_engine.tokenizer
     batches = train.Batches(data, tok, seed=0, relations={"presence"})
     picked, groups = batches.sample(4, 3)
-    for rows, ids, labels, _ in groups:
+    for rows, ids, labels, *_ in groups:
         for row, seq, lab in zip(rows, ids, labels):
             answer = [int(t) for t in lab if t != train.IGNORE]
             assert tok.decode(answer[:-1]) in ("Yes", "No") and answer[-1] == tok.eos_id
@@ -148,7 +148,8 @@ def test_mentions_point_at_the_end_of_each_visible_block_a_question_names(tiny_e
     batches = train.Batches(data, tok, seed=0, relations={"left_of", "between", "presence", "where", "describe"})
     picked, groups = batches.sample(6, 6)
     seen = 0
-    for rows, ids, labels, ((seq, pos), where) in groups:
+    for rows, ids, labels, ((seq, pos, slot), where), _ in groups:
+        assert not slot.any()
         for i, p, xy in zip(seq.tolist(), pos.tolist(), where):
             prompt_end = int((labels[i] != train.IGNORE).nonzero()[0])
             assert p < prompt_end
@@ -166,29 +167,61 @@ def test_mentions_point_at_the_end_of_each_visible_block_a_question_names(tiny_e
     assert seen > 10
 
 
-def test_mention_probe_scores_the_named_tokens_and_trains_only_the_layers_below_it(tiny_engine):
+def test_places_sit_at_the_answering_token_one_slot_per_named_block_in_order(tiny_engine):
+    tok = tiny_engine.tokenizer
+    data = questions.make_examples(5, 6, image_size=32)
+    batches = train.Batches(data, tok, seed=0, relations={"between", "left_of", "closest", "colour", "describe"})
+    picked, groups = batches.sample(6, 6)
+    per_slot = [0] * train.MOST_NAMED
+    for rows, ids, labels, _, ((seq, pos, slot), where) in groups:
+        for i in range(len(rows)):
+            answer_from = int((labels[i] != train.IGNORE).nonzero()[0])
+            question = tok.decode(ids[i, :answer_from + 1].tolist())
+            # every block the question names, in the order it names them; only the visible ones have a place
+            order = [n for _, n in sorted((question.find(questions.block_text(n)), n) for n in questions.ALL_BLOCKS
+                                          if questions.block_text(n) in question)]
+            visible = {b.name: b for b in train.visible_blocks(data.truths[int(picked[rows[i]])])}
+            want = {} if "Describe" in question else \
+                {k: train.board_xy(visible[n]) for k, n in enumerate(order) if n in visible}
+            mine = (seq == i).nonzero().flatten().tolist()
+            assert all(int(pos[k]) == answer_from for k in mine)  # the token whose logits give the answer
+            got = {int(slot[k]): where[k].tolist() for k in mine}
+            assert got.keys() == want.keys() and all(got[k] == pytest.approx(want[k]) for k in got), question
+            for k in got:
+                per_slot[k] += 1
+    assert min(per_slot) >= 2, per_slot  # "between" fills the third slot
+
+
+@pytest.mark.parametrize("places", [False, True])
+def test_line_probes_score_their_tokens_and_train_only_the_layers_below_them(tiny_engine, places):
+    """The mention probe (one place per block name) and the places probe (every named block's place at the
+    answering token, one slot each)."""
     model, tok = tiny_engine.model, tiny_engine.tokenizer
     data = questions.make_examples(5, 4, image_size=32)
-    picked, groups = train.Batches(data, tok, seed=0, relations={"left_of", "where"}).sample(4, 4)
-    probe = train.MentionProbe(model.cfg.llm.d_model, layer=1)
+    picked, groups = train.Batches(data, tok, seed=0, relations={"left_of", "where", "between"}).sample(4, 4)
+    probe = train.MentionProbe(model.cfg.llm.d_model, layer=1, slots=train.MOST_NAMED if places else 1)
     features = train.tower_features(model, data.images[picked.numpy()])
     model.llm.zero_grad()
-    *_, mentioned = train.loss_on_answers(model, features, groups, tok.bos_id, mention_probe=probe)
-    mentioned.backward()
+    losses = train.loss_on_answers(model, features, groups, tok.bos_id, **{
+        "places_probe" if places else "mention_probe": probe})
+    assert losses[3 if places else 4] == 0  # the other one is off
+    losses[4 if places else 3].backward()
     layers = model.llm.backbone.layers
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[0].mixer.parameters() if p.requires_grad)
     assert all(p.grad is None or not p.grad.any() for p in layers[1].mixer.parameters())  # the probe reads layer 1's input
-    # reference: the mean L1 error, over all mentions of both groups, of the head on layer 1's normed input there
+    # reference: the mean L1 error, over all targets of both groups, of the head on layer 1's normed input there
     errors = []
     with torch.no_grad():
         tokens = model.prefix_embeds(model.projector(features), tok.bos_id)
         _, state = model.llm(tokens, last_only=True)
-        for rows, ids, _, ((seq, pos), where) in groups:
+        for rows, ids, _, *targets in groups:
+            (seq, pos, slot), where = targets[1 if places else 0]
             with train.watching(model.llm, 1) as seen:
                 model.llm(model.llm.embed(ids), train.MambaState(state.conv[:, rows], state.ssm[:, rows]))
-            guess = torch.sigmoid(probe.head(seen[-1][seq, pos]))
-            errors += (guess - where).abs().sum(-1).tolist()
-    assert len(errors) > 8 and mentioned.item() == pytest.approx(np.mean(errors), rel=1e-4)
+            for s, p, k, xy in zip(seq, pos, slot, where):
+                guess = torch.sigmoid(probe.head(seen[-1][s, p]))[2 * k:2 * k + 2]
+                errors.append(float((guess - xy).abs().sum()))
+    assert len(errors) > 8 and losses[4 if places else 3].item() == pytest.approx(np.mean(errors), rel=1e-4)
     model.llm.zero_grad(set_to_none=True)  # the engine is shared with other tests
 
 
@@ -201,9 +234,9 @@ def test_answer_loss_weighs_every_token_or_every_answer_the_same(tiny_engine):
         features = train.tower_features(model, data.images[picked.numpy()])
         # reference: every question on its own, its image prefilled again
         sums, counts = [], []
-        for rows, ids, labels, _ in groups:
+        for rows, ids, labels, *_ in groups:
             for row, seq, lab in zip(rows, ids, labels):
-                one = [(row[None] * 0, seq[None], lab[None], None)]
+                one = [(row[None] * 0, seq[None], lab[None], None, None)]
                 mean, *_ = train.loss_on_answers(model, features[row:row + 1], one, tok.bos_id)
                 counts.append(int((lab != train.IGNORE).sum()))
                 sums.append(float(mean) * counts[-1])
@@ -219,7 +252,8 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
 
     cfg = train.TrainConfig(preset="micro", scenes=60, steps=60, scenes_per_step=8, questions_per_scene=4,
                             tower_steps=5, tower_batch=8, eval_scenes=4, warmup=5, first_steps=10, threads=1,
-                            lr=1e-2, scene_loss=0.5, token_loss=0.5, mention_loss=0.5, standardise=True)
+                            lr=1e-2, scene_loss=0.5, token_loss=0.5, mention_loss=0.5, places_loss=0.5,
+                            standardise=True)
     summary = train.train(tmp_path / "m", cfg, log=lambda *_: None)
     history = json.loads((tmp_path / "m" / "training.json").read_text())["history"]
     first, last = np.mean(history["loss"][:5]), np.mean(history["loss"][-5:])
@@ -228,6 +262,7 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     # the image tokens learn to say which blocks are where
     assert np.mean(history["token_loss"][-10:]) < 0.8 * np.mean(history["token_loss"][:5]), history["token_loss"]
     assert len(history["mention_loss"]) == 60 and all(np.isfinite(history["mention_loss"]))
+    assert len(history["places_loss"]) == 60 and all(np.isfinite(history["places_loss"]))
     assert set(summary["held_out_tower_presence"]) == {"dino", "siglip"}
     assert (tmp_path / "m" / "loss.png").stat().st_size > 0
     engine = cobra_ros.load(tmp_path / "m")
@@ -242,6 +277,12 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     assert not torch.equal(before.llm.backbone.embedding.weight, after.llm.backbone.embedding.weight)
     assert not torch.equal(before.projector.projector[0].weight, after.projector.projector[0].weight)
     for a, b in zip(before.vision.state_dict().values(), after.vision.state_dict().values()):
+        assert torch.equal(a, b)
+    # ... unless all of its steps are probe steps, which train only the freshly started probe heads
+    warm = train.TrainConfig(**{**vars(more), "probe_steps": 3})
+    train.train(tmp_path / "m2p", warm, log=lambda *_: None)
+    kept = cobra_ros.load(tmp_path / "m2p").model
+    for a, b in zip(before.state_dict().values(), kept.state_dict().values()):
         assert torch.equal(a, b)
 
     # a fresh projector and LM on the saved model's towers, here the LDPv2 projector pooling the image to 1 token
