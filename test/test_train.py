@@ -148,7 +148,7 @@ def test_mentions_point_at_the_end_of_each_visible_block_a_question_names(tiny_e
     batches = train.Batches(data, tok, seed=0, relations={"left_of", "between", "presence", "where", "describe"})
     picked, groups = batches.sample(6, 6)
     seen = 0
-    for rows, ids, labels, ((seq, pos, slot), where), _ in groups:
+    for rows, ids, labels, ((seq, pos, slot), where), *_ in groups:
         assert not slot.any()
         for i, p, xy in zip(seq.tolist(), pos.tolist(), where):
             prompt_end = int((labels[i] != train.IGNORE).nonzero()[0])
@@ -172,8 +172,8 @@ def test_places_sit_at_the_answering_token_one_slot_per_named_block_in_order(tin
     data = questions.make_examples(5, 6, image_size=32)
     batches = train.Batches(data, tok, seed=0, relations={"between", "left_of", "closest", "colour", "describe"})
     picked, groups = batches.sample(6, 6)
-    per_slot = [0] * train.MOST_NAMED
-    for rows, ids, labels, _, ((seq, pos, slot), where) in groups:
+    per_slot, asked = [0] * train.MOST_NAMED, set()
+    for rows, ids, labels, _, ((seq, pos, slot), where), ((ask_seq, ask_pos), kind) in groups:
         for i in range(len(rows)):
             answer_from = int((labels[i] != train.IGNORE).nonzero()[0])
             question = tok.decode(ids[i, :answer_from + 1].tolist())
@@ -189,7 +189,17 @@ def test_places_sit_at_the_answering_token_one_slot_per_named_block_in_order(tin
             assert got.keys() == want.keys() and all(got[k] == pytest.approx(want[k]) for k in got), question
             for k in got:
                 per_slot[k] += 1
+            # a yes/no question also says which relation it asks, at the same token
+            mine = (ask_seq == i).nonzero().flatten().tolist()
+            assert len(mine) == int("Is the" in question), question  # only the yes/no questions ask one
+            for k in mine:
+                assert int(ask_pos[k]) == answer_from
+                relation = questions.RELATIONS[int(kind[k])]
+                names = dict(zip("abc", map(questions.block_text, order)))
+                assert any(t.format(**names) in question for t in questions.TEMPLATES[relation]), (relation, question)
+                asked.add(relation)
     assert min(per_slot) >= 2, per_slot  # "between" fills the third slot
+    assert asked == {"between", "left_of"}
 
 
 @pytest.mark.parametrize("places", [False, True])
@@ -199,7 +209,8 @@ def test_line_probes_score_their_tokens_and_train_only_the_layers_below_them(tin
     model, tok = tiny_engine.model, tiny_engine.tokenizer
     data = questions.make_examples(5, 4, image_size=32)
     picked, groups = train.Batches(data, tok, seed=0, relations={"left_of", "where", "between"}).sample(4, 4)
-    probe = train.MentionProbe(model.cfg.llm.d_model, layer=1, slots=train.MOST_NAMED if places else 1)
+    probe = train.MentionProbe(model.cfg.llm.d_model, layer=1, **(
+        {"slots": train.MOST_NAMED, "kinds": len(questions.RELATIONS)} if places else {}))
     features = train.tower_features(model, data.images[picked.numpy()])
     model.llm.zero_grad()
     losses = train.loss_on_answers(model, features, groups, tok.bos_id, **{
@@ -210,18 +221,23 @@ def test_line_probes_score_their_tokens_and_train_only_the_layers_below_them(tin
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[0].mixer.parameters() if p.requires_grad)
     assert all(p.grad is None or not p.grad.any() for p in layers[1].mixer.parameters())  # the probe reads layer 1's input
     # reference: the mean L1 error, over all targets of both groups, of the head on layer 1's normed input there
-    errors = []
+    # (plus, for the places probe, the mean cross-entropy of which relation each yes/no question asks)
+    errors, asked = [], []
     with torch.no_grad():
         tokens = model.prefix_embeds(model.projector(features), tok.bos_id)
         _, state = model.llm(tokens, last_only=True)
-        for rows, ids, _, *targets in groups:
-            (seq, pos, slot), where = targets[1 if places else 0]
+        for rows, ids, _, mentions, named_places, ((ask_seq, ask_pos), kind) in groups:
+            (seq, pos, slot), where = named_places if places else mentions
             with train.watching(model.llm, 1) as seen:
                 model.llm(model.llm.embed(ids), train.MambaState(state.conv[:, rows], state.ssm[:, rows]))
             for s, p, k, xy in zip(seq, pos, slot, where):
                 guess = torch.sigmoid(probe.head(seen[-1][s, p]))[2 * k:2 * k + 2]
                 errors.append(float((guess - xy).abs().sum()))
-    assert len(errors) > 8 and losses[4 if places else 3].item() == pytest.approx(np.mean(errors), rel=1e-4)
+            for s, p, k in zip(ask_seq, ask_pos, kind) if places else ():
+                logits = probe.head(seen[-1][s, p])[2 * probe.slots:]
+                asked.append(float(torch.logsumexp(logits, 0) - logits[k]))
+    expected = np.mean(errors) + (np.mean(asked) if places else 0.0)
+    assert len(errors) > 8 and len(asked) >= 5 * places and losses[4 if places else 3].item() == pytest.approx(expected, rel=1e-4)
     model.llm.zero_grad(set_to_none=True)  # the engine is shared with other tests
 
 
@@ -236,7 +252,7 @@ def test_answer_loss_weighs_every_token_or_every_answer_the_same(tiny_engine):
         sums, counts = [], []
         for rows, ids, labels, *_ in groups:
             for row, seq, lab in zip(rows, ids, labels):
-                one = [(row[None] * 0, seq[None], lab[None], None, None)]
+                one = [(row[None] * 0, seq[None], lab[None], None, None, None)]
                 mean, *_ = train.loss_on_answers(model, features[row:row + 1], one, tok.bos_id)
                 counts.append(int((lab != train.IGNORE).sum()))
                 sums.append(float(mean) * counts[-1])
