@@ -152,7 +152,7 @@ class Batches:
                 prompt, target = self.tokenizer.prompt_ids(question), self.tokenizer.answer_ids(answer)
                 rows.append(row)
                 asked = questions.RELATIONS.index(exs[k].relation) if exs[k].label is not None else None
-                seqs.append((prompt, target, self._mentions(exs[k], index), self._places(exs[k], index), asked))
+                seqs.append((prompt, target, *self._named(exs[k], index), asked))
         # Descriptions are several times longer than other answers: pad each kind only to its own length.
         groups = []
         for is_long in (False, True):
@@ -161,27 +161,22 @@ class Batches:
                 groups.append((torch.tensor([rows[i] for i in members]), *self._pad([seqs[i] for i in members])))
         return torch.from_numpy(picked), groups
 
-    def _mentions(self, example: questions.Example, image: int) -> list[tuple[int, list[float]]]:
-        """(prompt position of the last token of a block's name, its board position) for each visible block
-        the question names; none for descriptions and counts, which name every block."""
+    def _named(self, example: questions.Example, image: int) -> tuple[list, list]:
+        """Where the blocks a question names are, as probe targets; none for descriptions and counts, which
+        name every block. Mentions: (prompt position of the last token of a visible block's name, its board
+        position). Places: (slot, board position) of each visible block named, the slot being its order in
+        the question ("Which block is closest to X?" names only X)."""
         if example.relation in ("describe", "count"):
-            return []
+            return [], []
         placed = {b.name: b for b in visible_blocks(self.truths[image])}
-        out = []
-        for name in example.blocks:
+        mentions, places = [], []
+        for slot, name in enumerate(example.blocks):
             end = self._mention_end(example.question, questions.block_text(name))
             if name in placed and end is not None:
-                out.append((end, board_xy(placed[name])))
-        return out
-
-    def _places(self, example: questions.Example, image: int) -> list[tuple[int, list[float]]]:
-        """(slot, board position) of each visible block the question names, the slot being its order in the
-        question; none for descriptions and counts. ("Which block is closest to X?" names only X.)"""
-        if example.relation in ("describe", "count"):
-            return []
-        placed = {b.name: b for b in visible_blocks(self.truths[image])}
-        return [(slot, board_xy(placed[name])) for slot, name in enumerate(example.blocks)
-                if name in placed and questions.block_text(name) in example.question]
+                mentions.append((end, board_xy(placed[name])))
+            if name in placed and questions.block_text(name) in example.question:
+                places.append((slot, board_xy(placed[name])))
+        return mentions, places
 
     def _mention_end(self, question: str, text: str) -> int | None:
         key = (question, text)
@@ -369,17 +364,16 @@ def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: ScenePro
     scene = probe.loss(seen[-1][:, -1], *table) if probe else torch.zeros(())
     placed = token_probe.loss(tokens, *table) if token_probe else torch.zeros(())
     total, count = 0.0, 0
-    line_probes = [p for p in (mention_probe, places_probe) if p]
-    errors, asked = {p: [] for p in line_probes}, []
-    for rows, ids, labels, *targets in groups:  # targets: the mentions' and the places'
+    mention_errors, place_errors, asked = [], [], []
+    for rows, ids, labels, mentions, places, asks in groups:
         with contextlib.ExitStack() as stack:
-            seen = {p: stack.enter_context(watching(model.llm, p.layer)) for p in line_probes}
+            seen = {p: stack.enter_context(watching(model.llm, p.layer)) for p in (mention_probe, places_probe) if p}
             logits, _ = model.llm(model.llm.embed(ids), MambaState(state.conv[:, rows], state.ssm[:, rows]))
-        for p, target in zip((mention_probe, places_probe), targets):
-            if p:
-                errors[p].append(p.errors(seen[p][-1], target))
+        if mention_probe:
+            mention_errors.append(mention_probe.errors(seen[mention_probe][-1], mentions))
         if places_probe:
-            asked.append(places_probe.kind_errors(seen[places_probe][-1], targets[2]))
+            place_errors.append(places_probe.errors(seen[places_probe][-1], places))
+            asked.append(places_probe.kind_errors(seen[places_probe][-1], asks))
         per_token = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=IGNORE, reduction="none")
         if weigh_answers:
             total = total + (per_token.sum(1) / (labels != IGNORE).sum(1)).sum()
@@ -392,8 +386,7 @@ def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: ScenePro
         found = torch.cat(found) if found else torch.zeros(0)
         return found.mean() if len(found) else torch.zeros(())
 
-    places = mean(errors.get(places_probe)) + mean(asked)
-    return total / count, scene, placed, mean(errors.get(mention_probe)), places
+    return total / count, scene, placed, mean(mention_errors), mean(place_errors) + mean(asked)
 
 
 @torch.no_grad()
