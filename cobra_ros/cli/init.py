@@ -27,7 +27,7 @@ def init_model_dir(preset_name: str, out: str, dtype: str = "float32", seed: int
             tokenizer = ChatTokenizer.load(build_tokenizer(corpus or [], base.llm.vocab_size, tmp))
             note = f"small byte-level BPE tokenizer with {len(tokenizer)} tokens"
         cfg = preset(preset_name, vocab_size=len(tokenizer), arch=arch)
-        model = random_cobra(cfg, seed).to(resolve_dtype(dtype, "cpu"))
+        model = random_cobra(cfg, seed, resolve_dtype(dtype, "cpu"))
         save_model_dir(model, tokenizer, out)
     return note
 

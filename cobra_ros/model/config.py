@@ -3,6 +3,13 @@
 A model directory's `config.json` has the release's `{"model": {...}}` block. Released ids are resolved
 from the registries below; models we build ourselves also carry a `"cobra_ros"` block with the exact
 shapes, so one loader reads both.
+
+The LM's input sequence is a property of the model. The release feeds `[image tokens, prompt]`: its
+GPT-NeoX tokenizer adds no BOS, and Cobra dropped prismatic's `[BOS, patches, ...]` for that reason
+(cobra/models/vlms/cobra.py). Our own models were trained on `[<|endoftext|>, image, prompt]`; their
+block says so (`bos_before_image`), and a block written before that field existed means the same.
+Likewise the resampler: the release resizes PIL images (`"pil"`); the bundled model was trained on
+frames resized by torch's antialiased bicubic (`"torch"`), which a block without the field means.
 """
 from __future__ import annotations
 
@@ -12,7 +19,8 @@ from dataclasses import asdict, dataclass, field, replace
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 ARCH_SPECIFIERS = ("linear", "gelu-mlp", "fused-gelu-mlp", "fused-ldpnet", "fused-ldpnet-pos")
-RESIZE_STRATEGIES = ("resize-naive", "letterbox")
+RESIZE_STRATEGIES = ("resize-naive", "resize-crop", "letterbox")
+RESAMPLERS = ("pil", "torch")
 
 
 class ConfigError(ValueError):
@@ -72,6 +80,8 @@ class CobraConfig:
     image_resize_strategy: str = "resize-naive"
     llm_max_length: int = 2048
     ldp_grid: int = 14  # token grid after LDPv2's pooling (fused-ldpnet[-pos] only)
+    bos_before_image: bool = False  # the release's sequence has no BOS; ours was trained with one
+    resample: str = "pil"  # "pil": the release's torchvision-on-PIL resize; "torch": ours until now
 
     @property
     def projector_kind(self) -> str:
@@ -94,7 +104,8 @@ class CobraConfig:
         release = dict(model_id=self.model_id, vision_backbone_id=self.vision_backbone_id,
                        llm_backbone_id=self.llm_backbone_id, arch_specifier=self.arch_specifier,
                        image_resize_strategy=self.image_resize_strategy, llm_max_length=self.llm_max_length)
-        ours = dict(dino=asdict(self.dino), siglip=asdict(self.siglip), llm=asdict(self.llm), ldp_grid=self.ldp_grid)
+        ours = dict(dino=asdict(self.dino), siglip=asdict(self.siglip), llm=asdict(self.llm), ldp_grid=self.ldp_grid,
+                    bos_before_image=self.bos_before_image, resample=self.resample)
         return {"model": release, "cobra_ros": ours}
 
     @classmethod
@@ -110,6 +121,7 @@ class CobraConfig:
             dino, siglip = (TowerConfig(**{**t, "mean": tuple(t["mean"]), "std": tuple(t["std"])})
                             for t in (ours["dino"], ours["siglip"]))
             llm, ldp_grid = MambaConfig(**ours["llm"]), ours.get("ldp_grid", 14)
+            bos, resample = bool(ours.get("bos_before_image", True)), ours.get("resample", "torch")
         else:
             if m["vision_backbone_id"] not in VISION_BACKBONES:
                 raise ConfigError(f"{source}: unknown vision_backbone_id {m['vision_backbone_id']!r}; "
@@ -118,13 +130,20 @@ class CobraConfig:
                 raise ConfigError(f"{source}: unknown llm_backbone_id {m['llm_backbone_id']!r}; "
                                   f"known: {sorted(LLM_BACKBONES)} (or add a 'cobra_ros' block with shapes)")
             (dino, siglip), llm, ldp_grid = VISION_BACKBONES[m["vision_backbone_id"]], LLM_BACKBONES[m["llm_backbone_id"]], 14
+            bos, resample = False, "pil"
         cfg = cls(model_id=m["model_id"], vision_backbone_id=m["vision_backbone_id"],
                   llm_backbone_id=m["llm_backbone_id"], arch_specifier=m["arch_specifier"], dino=dino,
                   siglip=siglip, llm=llm, image_resize_strategy=m.get("image_resize_strategy", "resize-naive"),
-                  llm_max_length=m.get("llm_max_length", 2048), ldp_grid=ldp_grid)
+                  llm_max_length=m.get("llm_max_length", 2048), ldp_grid=ldp_grid,
+                  bos_before_image=bos, resample=resample)
         cfg.projector_kind  # validates
         if cfg.image_resize_strategy not in RESIZE_STRATEGIES:
-            raise ConfigError(f"{source}: image_resize_strategy {cfg.image_resize_strategy!r} not in {RESIZE_STRATEGIES}")
+            raise ConfigError(f"{source}: image_resize_strategy {cfg.image_resize_strategy!r} "
+                              f"not in {RESIZE_STRATEGIES}")
+        if cfg.resample not in RESAMPLERS:
+            raise ConfigError(f"{source}: resample {cfg.resample!r} not in {RESAMPLERS}")
+        if cfg.resample == "torch" and cfg.image_resize_strategy != "resize-naive":
+            raise ConfigError(f"{source}: resample 'torch' supports resize-naive only (use 'pil')")
         return cfg
 
 
@@ -152,7 +171,8 @@ def _preset(model_id, size, dino_w, siglip_w, depth, heads, d_model, n_layer, vo
     dino, siglip = _small_towers(size, dino_w, siglip_w, depth, heads)
     return CobraConfig(model_id=model_id, vision_backbone_id=f"dinosiglip-{model_id}-{size}px",
                        llm_backbone_id=f"mamba-{model_id}", arch_specifier=f"no-align+{arch}", dino=dino,
-                       siglip=siglip, llm=MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=vocab))
+                       siglip=siglip, llm=MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=vocab),
+                       bos_before_image=True)
 
 
 def preset(name: str, vocab_size: int | None = None, arch: str | None = None) -> CobraConfig:

@@ -1,7 +1,9 @@
 """The state engine: encode a frame once, then ask it many questions.
 
-Mamba's recurrent state after [BOS, image] is a few MB whatever the prompt length. `encode` computes it
-once (vision + projector + prefill); `ask` and `yes_no` fork it and pay only for their own tokens.
+Mamba's recurrent state after the image prefix (the image tokens, after a BOS for models trained so)
+is a few MB whatever the prompt length. `encode` computes it once (vision + projector + prefill); `ask`
+and `yes_no` fork it and pay only for their own tokens. Prompts are truncated at the model's
+llm_max_length, and `yes_no` scores as the release's evaluation does (`scoring.py`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 from cobra_ros.model.checkpoint import load_model_dir
 from cobra_ros.model.cobra import Cobra
 from cobra_ros.model.mamba import MambaState
+from cobra_ros.model.scoring import get_scoring
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT, ChatTokenizer
 from cobra_ros.model.vision import as_rgb_array
 
@@ -35,7 +38,7 @@ def resolve_dtype(dtype, device) -> torch.dtype:
 
 @dataclass
 class FrameState:
-    """The LM state after [BOS, image] for one frame; never modified by questions."""
+    """The LM state after the image prefix for one frame; never modified by questions."""
 
     state: MambaState
     num_prefix_tokens: int
@@ -112,12 +115,12 @@ class CobraEngine:
     # -- frames ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode_batch(self, images: Sequence) -> list[FrameState]:
-        """Vision + projector + prefill of [BOS, image] for frames of one size; one FrameState each."""
+        """Vision + projector + prefill of the image prefix for frames of one size; one FrameState each."""
         arrays = [as_rgb_array(im) for im in images]
         if len({a.shape for a in arrays}) != 1:
             return [fs for a in arrays for fs in self.encode_batch([a])]
         t0 = time.perf_counter()
-        pixels = torch.from_numpy(np.stack(arrays)).to(self.device)
+        pixels = torch.from_numpy(np.stack(arrays))  # resampled on the CPU, as PIL images (vision.py)
         prefix = self.model.prefix_embeds(self.model.image_tokens(pixels), self.tokenizer.bos_id)
         _, state = self.model.llm(prefix, last_only=True)
         ms = _ms_since(t0, self.device) / len(arrays)
@@ -130,22 +133,27 @@ class CobraEngine:
     # -- questions ------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def _prefill(self, frame: FrameState, question: str) -> tuple[torch.Tensor, MambaState]:
-        ids = torch.tensor([self.tokenizer.prompt_ids(question)], device=self.device)
+        ids = self.tokenizer.prompt_ids(question, self.model.cfg.llm_max_length)
+        ids = torch.tensor([ids], device=self.device)
         logits, state = self.model.llm(self.model.llm.embed(ids), frame.state, last_only=True)
         return logits[:, -1].float(), state
 
     @torch.inference_mode()
-    def yes_no_batch(self, frames: Sequence[FrameState], questions: Sequence[str]) -> list[float]:
-        """P(yes) per (frame, question), from the next-token distribution renormalised over Yes/No."""
+    def yes_no_batch(self, frames: Sequence[FrameState], questions: Sequence[str],
+                     scoring: str = "plain") -> list[float]:
+        """P(yes) per (frame, question), from the next-token distribution renormalised over the two
+        answer words of `scoring` ("plain" and "pope": Yes/No; "vsr": True/False, P(True))."""
+        rule = get_scoring(scoring)
+        positive, negative = self.tokenizer.answer_pair(rule.answers)
         probs = []
         for frame, question in zip(frames, questions, strict=True):
-            logits, _ = self._prefill(frame, question)
-            pair = torch.softmax(logits[0], -1)[[self.tokenizer.yes_id, self.tokenizer.no_id]]
+            logits, _ = self._prefill(frame, rule.prompt(question))
+            pair = torch.softmax(logits[0], -1)[[positive, negative]]
             probs.append(float(pair[0] / pair.sum()))
         return probs
 
-    def yes_no(self, frame: FrameState, question: str) -> float:
-        return self.yes_no_batch([frame], [question])[0]
+    def yes_no(self, frame: FrameState, question: str, scoring: str = "plain") -> float:
+        return self.yes_no_batch([frame], [question], scoring)[0]
 
     @torch.inference_mode()
     def ask_batch(self, frames: Sequence[FrameState], questions: Sequence[str], max_new_tokens: int = 64,

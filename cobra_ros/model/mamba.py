@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cobra_ros.model import kernels
+from cobra_ros.model.addnorm import add_rms_norm, rms_norm_ref
 from cobra_ros.model.config import MambaConfig
 
 
@@ -104,9 +105,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        xf = x.float()
-        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (out * self.weight.float()).to(self.weight.dtype)
+        return rms_norm_ref(x, self.weight, self.eps)
 
 
 class Mixer(nn.Module):
@@ -171,7 +170,8 @@ class Mixer(nn.Module):
 
 
 class Block(nn.Module):
-    """Add -> RMSNorm -> Mixer, carrying the residual stream (in fp32, as the release runs it)."""
+    """Add -> RMSNorm -> Mixer, carrying the residual stream (in fp32, as the release runs it: the norm
+    is computed on the float32 sum, see `addnorm.py`)."""
 
     def __init__(self, cfg: MambaConfig):
         super().__init__()
@@ -180,9 +180,7 @@ class Block(nn.Module):
         self.residual_in_fp32 = cfg.residual_in_fp32
 
     def _add_norm(self, h, residual):
-        residual = h if residual is None else h + residual
-        normed = self.norm(residual.to(self.norm.weight.dtype))
-        return normed, residual.float() if self.residual_in_fp32 else residual
+        return add_rms_norm(h, residual, self.norm.weight, self.norm.eps, self.residual_in_fp32)
 
 
 class Backbone(nn.Module):
@@ -207,8 +205,8 @@ class MambaLM(nn.Module):
         return self.backbone.embedding(ids)
 
     def _final(self, h, residual):
-        residual = h + residual
-        return self.backbone.norm_f(residual.to(self.backbone.norm_f.weight.dtype))
+        norm = self.backbone.norm_f
+        return add_rms_norm(h, residual, norm.weight, norm.eps, self.cfg.residual_in_fp32, prenorm=False)
 
     def forward(self, embeds: torch.Tensor, state: MambaState | None = None, last_only: bool = False):
         """embeds: (b, L, d_model). Returns logits (b, L or 1, vocab) and the state after the sequence.
@@ -238,7 +236,8 @@ class MambaLM(nn.Module):
 
 
 def _log_uniform(n: int, low: float, high: float, generator) -> torch.Tensor:
-    return torch.exp(torch.rand(n, generator=generator) * (math.log(high) - math.log(low)) + math.log(low))
+    u = torch.rand(n, generator=generator, dtype=torch.float32)  # float32 whatever the model's dtype
+    return torch.exp(u * (math.log(high) - math.log(low)) + math.log(low))
 
 
 def _set_dt(mixer: Mixer, dt: torch.Tensor) -> None:

@@ -31,7 +31,8 @@ class ChatTokenizer:
         self.bos_id = hf_tokenizer.bos_token_id if hf_tokenizer.bos_token_id is not None else self.eos_id
         self.user_ids = self.plain(USER_PREFIX)
         self.assistant_ids = [self.eos_id] + self.plain(ASSISTANT_PREFIX)
-        self.yes_id, self.no_id = (self._single(word, source) for word in ("Yes", "No"))
+        self.source = source
+        self.yes_id, self.no_id = self.answer_pair(("Yes", "No"))
 
     @classmethod
     def load(cls, directory: str | Path) -> "ChatTokenizer":
@@ -42,11 +43,15 @@ class ChatTokenizer:
             raise TokenizerError(f"{directory}/tokenizer.json: missing (expected a Hugging Face tokenizer directory)")
         return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True), str(directory))
 
-    def _single(self, word: str, source: str) -> int:
-        ids = self.plain(word)
-        if len(ids) != 1:
-            raise TokenizerError(f"{source}: {word!r} is not a single token ({ids}); yes/no scoring needs it")
-        return ids[0]
+    def answer_pair(self, words: tuple[str, str]) -> tuple[int, int]:
+        """The ids of two answer words (Yes/No, True/False); each must be one token, as the release
+        checks for its scoring."""
+        ids = [self.plain(word) for word in words]
+        for word, word_ids in zip(words, ids):
+            if len(word_ids) != 1:
+                raise TokenizerError(f"{self.source}: {word!r} is not a single token ({word_ids}); "
+                                     "yes/no scoring needs it")
+        return ids[0][0], ids[1][0]
 
     def __len__(self) -> int:
         return len(self.hf)
@@ -55,9 +60,13 @@ class ChatTokenizer:
         """Token ids of `text` as literal text: special-token strings inside it get no special ids."""
         return self.hf(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
-    def prompt_ids(self, question: str) -> list[int]:
-        """One Zephyr user turn, ending where the assistant's answer starts."""
-        return self.user_ids + self.plain(question.replace("<image>", "").strip()) + self.assistant_ids
+    def prompt_ids(self, question: str, max_length: int | None = None) -> list[int]:
+        """One Zephyr user turn, ending where the assistant's answer starts.
+
+        `max_length` truncates as the release's `tokenizer(prompt, truncation=True)` does at
+        llm_max_length: the first max_length ids are kept (an overlong prompt loses its end)."""
+        ids = self.user_ids + self.plain(question.replace("<image>", "").strip()) + self.assistant_ids
+        return ids if max_length is None else ids[:max_length]
 
     def answer_ids(self, answer: str) -> list[int]:
         """Training target for an assistant turn: the answer then end-of-text, as the release formats it."""

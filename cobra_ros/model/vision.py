@@ -11,7 +11,10 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
 from torch import nn
+from torchvision.transforms import InterpolationMode
 
 from cobra_ros.model.config import CobraConfig, TowerConfig
 
@@ -25,40 +28,66 @@ def create_tower(cfg: TowerConfig, weights: Path | None = None) -> nn.Module:
 
 
 class Preprocess(nn.Module):
-    """uint8 RGB (b, H, W, 3) -> each tower's normalised (b, 3, S, S) input.
+    """uint8 RGB (b, H, W, 3) -> each tower's normalised (b, 3, S, S) input, as the release computes it.
 
-    resize-naive squashes to S x S (bicubic, antialiased like PIL); letterbox first pads to a square with
-    each tower's mean colour.
+    The release transforms a PIL image with torchvision (dinosiglip_vit.py); so do we, one frame at a
+    time on the CPU, then ToTensor and Normalize on the model's device:
+      * resize-naive: Resize((S, S)), bicubic (both towers' timm configs say bicubic);
+      * resize-crop: Resize(S) on the shorter side, then CenterCrop(S);
+      * letterbox: pad to a square with the tower's mean colour as `int(mean * 255)` per channel
+        (prismatic's LetterboxPad: the same border on both sides, so an odd difference leaves it one
+        pixel short of square), then as resize-crop.
+    A model trained on frames resized by torch (config `resample: "torch"`, the bundled one) keeps
+    that resize-naive: antialiased bicubic, re-quantised to uint8.
     """
 
     def __init__(self, cfg: CobraConfig):
         super().__init__()
-        self.size, self.strategy = cfg.dino.image_size, cfg.image_resize_strategy
+        self.size, self.strategy, self.resample = cfg.dino.image_size, cfg.image_resize_strategy, cfg.resample
+        self.fills = {}
         for name, tower in (("dino", cfg.dino), ("siglip", cfg.siglip)):
-            self.register_buffer(f"{name}_mean", torch.tensor(tower.mean).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer(f"{name}_std", torch.tensor(tower.std).view(1, 3, 1, 1), persistent=False)
+            mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (tower.mean, tower.std))
+            self.register_buffer(f"{name}_mean", mean, persistent=False)
+            self.register_buffer(f"{name}_std", std, persistent=False)
+            self.fills[name] = tuple(int(x * 255) for x in tower.mean)
+
+    def resized(self, image: np.ndarray, fill: tuple | None = None) -> np.ndarray:
+        """One HxWx3 uint8 frame -> the S x S x 3 uint8 frame the tower sees (`fill`: letterbox only)."""
+        size, strategy = self.size, self.strategy
+        if image.shape[:2] == (size, size):
+            return image  # every strategy leaves a frame of the model's size as it is
+        if self.resample == "torch":
+            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+            return (x.clamp(0.0, 1.0) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+        pil = Image.fromarray(image)
+        if strategy == "resize-naive":
+            return np.asarray(TF.resize(pil, [size, size], InterpolationMode.BICUBIC))
+        if strategy == "letterbox":
+            (w, h), side = pil.size, max(pil.size)
+            pad_w, pad_h = int((side - w) / 2), int((side - h) / 2)
+            pil = TF.pad(pil, [pad_w, pad_h, pad_w, pad_h], fill=fill, padding_mode="constant")
+        return np.asarray(TF.center_crop(TF.resize(pil, size, InterpolationMode.BICUBIC), size))
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False)
-            x = (x.clamp(0.0, 1.0) * 255).round() / 255  # the release resizes PIL uint8 images
-        return x
+        """Float (b, 3, H, W) in [0, 1] from uint8 frames -> resized, the same way (train.py uses it)."""
+        frames = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out = np.stack([self.resized(f, self.fills["dino"]) for f in frames])
+        return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2).float() / 255.0
 
-    @staticmethod
-    def _letterbox(x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        side = max(h, w)
-        pad = ((side - w) // 2, side - w - (side - w) // 2, (side - h) // 2, side - h - (side - h) // 2)
-        return F.pad(x - fill, pad) + fill
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = images.permute(0, 3, 1, 2).float() / 255.0
-        shared = None if self.strategy == "letterbox" else self._resize(x)
+    def forward(self, images) -> dict[str, torch.Tensor]:
+        """`images`: a uint8 (b, H, W, 3) tensor (any device) or array; outputs on the buffers' device."""
+        frames = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+        device = self.dino_mean.device
+        shared = None
         out = {}
         for name in ("dino", "siglip"):
-            mean, std = getattr(self, f"{name}_mean"), getattr(self, f"{name}_std")
-            tower_x = shared if shared is not None else self._resize(self._letterbox(x, mean))
-            out[name] = (tower_x - mean) / std
+            if self.strategy != "letterbox" and shared is not None:
+                batch = shared  # the towers differ only in their letterbox fill
+            else:
+                batch = shared = np.stack([self.resized(f, self.fills[name]) for f in frames])
+            x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float() / 255.0
+            out[name] = (x - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std")
         return out
 
 
