@@ -25,8 +25,10 @@ def frame_examples(frame, rng: np.random.Generator) -> list[questions.Example]:
     return questions.scene_examples(frame.truth.blocks, rng, per_relation=1)
 
 
-def evaluate(engine, frames, seed: int = 0, max_new_tokens: int = 96, progress: bool = True) -> dict:
-    """`frames`: ReplayFrames with ground truth (frames without it are skipped)."""
+def evaluate(engine, frames, seed: int = 0, max_new_tokens: int = 96, progress: bool = True,
+             scoring: str = "plain") -> dict:
+    """`frames`: ReplayFrames with ground truth (frames without it are skipped). `scoring`: how yes/no
+    questions are put and scored (`cobra_ros.model.scoring`: plain, or the release's pope)."""
     rng = np.random.default_rng(seed)
     yes_no = defaultdict(list)  # relation -> [(label, p_yes)]
     open_hits = defaultdict(list)
@@ -42,7 +44,7 @@ def evaluate(engine, frames, seed: int = 0, max_new_tokens: int = 96, progress: 
         for ex in frame_examples(frame, rng):
             t0 = time.perf_counter()
             if ex.label is not None:
-                p = engine.yes_no(state, ex.question)
+                p = engine.yes_no(state, ex.question, scoring=scoring)
                 latency["yes_no_ms"].append((time.perf_counter() - t0) * 1000)
                 yes_no[ex.relation].append((ex.label, p))
             elif ex.relation == "describe":
@@ -59,7 +61,9 @@ def evaluate(engine, frames, seed: int = 0, max_new_tokens: int = 96, progress: 
                 answer = engine.ask(state, ex.question, 16)
                 latency["ask_ms"].append((time.perf_counter() - t0) * 1000)
                 open_hits[ex.relation].append(answer.text.strip().rstrip(".").lower() == ex.answer.lower())
-    return summarize(yes_no, open_hits, precision, recall, regions, latency, samples, skipped)
+    results = summarize(yes_no, open_hits, precision, recall, regions, latency, samples, skipped)
+    results["scoring"] = scoring
+    return results
 
 
 def summarize(yes_no, open_hits, precision, recall, regions, latency, samples, skipped) -> dict:

@@ -36,3 +36,23 @@ def test_describe_reports_a_broken_model_dir_clearly(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cobra_ros.cli.describe", str(image), "--model", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "config.json: missing" in result.stderr
+
+
+def test_describe_scoring_modes(tmp_path):
+    import cobra_ros
+
+    model = tmp_path / "m"
+    run("cobra_ros.cli.init", "--preset", "micro", "--out", str(model), "--seed", "2")
+    frame = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), frame[..., ::-1])
+    engine = cobra_ros.load(model)
+    state = engine.encode(frame)
+    for scoring, word in (("pope", "yes"), ("vsr", "true")):
+        out = run("cobra_ros.cli.describe", str(image), "--model", str(model), "--yes-no", "A red block.",
+                  "--scoring", scoring).stdout
+        got = re.match(rf"(\w+) \(P\({word}\) = (0\.\d{{3}})\)", out)
+        assert got, out
+        assert float(got.group(2)) == round(engine.yes_no(state, "A red block.", scoring=scoring), 3)
+    help_text = run("cobra_ros.cli.eval", "--help").stdout
+    assert "--scoring" in help_text and "pope" in help_text

@@ -94,3 +94,44 @@ def test_images_are_validated_and_pil_is_accepted(tiny_engine, rgb):
             tiny_engine.encode(bad)
     with pytest.raises(TypeError):
         tiny_engine.encode("not an image")
+
+
+@pytest.mark.parametrize("scoring,words", [("pope", ("Yes", "No")), ("vsr", ("True", "False"))])
+def test_scoring_modes_put_the_release_prompt_and_read_its_answer_words(tiny_engine, rgb, scoring, words):
+    from cobra_ros.model.scoring import SCORINGS
+
+    image = rgb(11)
+    frame = tiny_engine.encode(image)
+    text = "The red moon is left of the blue cube."
+    tok = tiny_engine.tokenizer
+    ids = tok.prompt_ids(SCORINGS[scoring].prompt(text))
+    assert f"\n{SCORINGS[scoring].prompt(text)}\n" in tok.decode(ids)
+    with torch.no_grad():
+        logits = tiny_engine.model(torch.from_numpy(image[None]), torch.tensor([ids]), tok.bos_id)
+    probs = torch.softmax(logits[0, -1], -1)[[tok.plain(w)[0] for w in words]]
+    got = tiny_engine.yes_no(frame, text, scoring=scoring)
+    assert got == pytest.approx(float(probs[0] / probs.sum()), abs=1e-5)
+    assert got != pytest.approx(tiny_engine.yes_no(frame, text), abs=1e-6)
+
+
+def test_unknown_scoring_is_a_clear_error(tiny_engine, rgb):
+    with pytest.raises(ValueError, match="unknown scoring 'mmlu'"):
+        tiny_engine.yes_no(tiny_engine.encode(rgb(12)), "Is it?", scoring="mmlu")
+
+
+def test_prompts_are_truncated_at_llm_max_length(tiny_model_dir, rgb):
+    from dataclasses import replace
+
+    import cobra_ros
+
+    engine = cobra_ros.load(tiny_model_dir)
+    engine.model.cfg = replace(engine.model.cfg, llm_max_length=24)
+    image, question = rgb(13), "Is the red moon left of the blue cube? " * 6
+    tok = engine.tokenizer
+    full = tok.prompt_ids(question)
+    assert len(full) > 24
+    frame = engine.encode(image)
+    with torch.no_grad():
+        logits = engine.model(torch.from_numpy(image[None]), torch.tensor([full[:24]]), tok.bos_id)
+    probs = torch.softmax(logits[0, -1], -1)[[tok.yes_id, tok.no_id]]
+    assert engine.yes_no(frame, question) == pytest.approx(float(probs[0] / probs.sum()), abs=1e-5)

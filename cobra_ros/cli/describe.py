@@ -9,6 +9,7 @@ import cv2
 
 import cobra_ros
 from cobra_ros.model.checkpoint import CheckpointError
+from cobra_ros.model.scoring import SCORING_HELP, SCORINGS
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT
 from cobra_ros.paths import default_model_path
 
@@ -22,13 +23,17 @@ def read_rgb(path: str):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("image")
+    parser.add_argument("image", help="an image file (anything OpenCV reads)")
     parser.add_argument("--question", help="a free-form question (default: describe the image)")
-    parser.add_argument("--yes-no", dest="yes_no", help="a yes/no question, answered as P(yes)")
+    parser.add_argument("--yes-no", dest="yes_no",
+                        help="a yes/no question (a statement with --scoring vsr), answered as P(yes)")
+    parser.add_argument("--scoring", default="plain", choices=sorted(SCORINGS),
+                        help=SCORING_HELP + " (default: plain)")
     parser.add_argument("--model", default=None, help="model directory (default: the bundled model)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default=None)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="weights and activations (default: bfloat16 on CUDA, float32 on CPU)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="longest answer, in tokens")
     parser.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     args = parser.parse_args(argv)
     try:
@@ -38,9 +43,10 @@ def main(argv=None) -> None:
     frame = engine.encode(read_rgb(args.image))
     if args.yes_no:
         t0 = time.perf_counter()
-        p = engine.yes_no(frame, args.yes_no)
+        p = engine.yes_no(frame, args.yes_no, scoring=args.scoring)
         ms = (time.perf_counter() - t0) * 1000
-        print(f"{'yes' if p >= 0.5 else 'no'} (P(yes) = {p:.3f})")
+        positive, negative = (w.lower() for w in SCORINGS[args.scoring].answers)
+        print(f"{positive if p >= 0.5 else negative} (P({positive}) = {p:.3f})")
         print(f"[encode {frame.encode_ms:.1f} ms, yes/no {ms:.1f} ms]", file=sys.stderr)
         return
     stream = (lambda piece, n: print(piece, end="", flush=True)) if args.stream else None

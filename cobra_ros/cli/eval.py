@@ -8,6 +8,7 @@ import cobra_ros
 from cobra_ros.evaluate import evaluate, synthetic_frames, write_report
 from cobra_ros.langtable.replay import iter_frames, make_source
 from cobra_ros.model.checkpoint import CheckpointError
+from cobra_ros.model.scoring import SCORING_HELP, SCORINGS
 from cobra_ros.paths import default_model_path
 
 
@@ -21,6 +22,8 @@ def main(argv=None) -> None:
                         help="'synthetic' or a replay source path (RLDS dir or bag); frames without ground truth "
                              "are skipped")
     parser.add_argument("--json", default="eval.json", help="results file; a PNG chart is written beside it")
+    parser.add_argument("--scoring", default="plain", choices=sorted(SCORINGS),
+                        help=SCORING_HELP + " (default: plain)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None)
     args = parser.parse_args(argv)
@@ -33,8 +36,9 @@ def main(argv=None) -> None:
     else:
         frames = [f for f in iter_frames(make_source(args.source), max_episodes=args.episodes)
                   if f.step_index % args.stride == 0]
-    results = evaluate(engine, frames, seed=args.seed)
-    results.update(model=engine.name, source=args.source, seed=args.seed, episodes=args.episodes, frames=len(frames))
+    results = evaluate(engine, frames, seed=args.seed, scoring=args.scoring)
+    results.update(model=engine.name, source=args.source, seed=args.seed, episodes=args.episodes,
+                   frames=len(frames))
     png = write_report(results, args.json, f"cobra-eval: {engine.name} on {args.source} (seed {args.seed})")
     print(f"yes/no accuracy {results['yes_no_accuracy']:.3f} over {results['n_questions']} questions "
           f"(majority baseline {results['majority_baseline']:.3f})")

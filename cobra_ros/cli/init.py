@@ -34,10 +34,12 @@ def init_model_dir(preset_name: str, out: str, dtype: str = "float32", seed: int
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", required=True, choices=preset_names())
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", required=True, choices=preset_names(),
+                        help="cobra-3b: the release's shapes; the others: small models of the same kind")
+    parser.add_argument("--out", required=True, help="the model directory to write")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="dtype the weights are built, initialised and written in")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--arch", choices=ARCH_SPECIFIERS, help="projector variant (default: the preset's)")
     parser.add_argument("--tokenizer", help="a local Hugging Face tokenizer directory to use instead of a stand-in")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")

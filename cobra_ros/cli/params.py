@@ -25,7 +25,8 @@ def count_parameters(cfg) -> dict[str, int]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--preset", default="cobra-3b", choices=preset_names())
+    group.add_argument("--preset", default="cobra-3b", choices=preset_names(),
+                       help="a named configuration (default: cobra-3b, the release's shapes)")
     group.add_argument("--model", help="a model directory (reads its config.json)")
     args = parser.parse_args(argv)
     if args.model:
