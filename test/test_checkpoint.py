@@ -1,4 +1,6 @@
-"""Model directories in the release layout: built from scratch, loaded bit-identically, bad ones refused."""
+"""Model directories in the release layout: built from scratch, loaded bit-identically, bad ones
+refused."""
+
 import argparse
 import json
 import shutil
@@ -16,22 +18,36 @@ from cobra_ros.model.tokenizer import ChatTokenizer, build_tokenizer
 
 
 def test_a_release_layout_written_by_hand_loads(tmp_path):
-    """No save helper: config.json, the checkpoint dict with the release's key names, timm tower files."""
-    tok = ChatTokenizer.load(build_tokenizer(["Is the red moon left of the blue cube?"], 300, tmp_path / "tokenizer"))
+    """No save helper: config.json, the checkpoint dict with the release's key names, timm tower
+    files."""
+    tok = ChatTokenizer.load(
+        build_tokenizer(["Is the red moon left of the blue cube?"], 300, tmp_path / "tokenizer")
+    )
     cfg = preset("micro", vocab_size=len(tok))
     model = random_cobra(cfg, seed=3)
     (tmp_path / "config.json").write_text(json.dumps(cfg.to_json()))
     llm = {f"llm.{k}": v for k, v in model.llm.state_dict().items()}
-    assert {"llm.backbone.embedding.weight", "llm.backbone.layers.0.mixer.in_proj.weight",
-            "llm.backbone.layers.0.mixer.A_log", "llm.backbone.layers.1.norm.weight", "llm.backbone.norm_f.weight",
-            "llm.lm_head.weight"} <= llm.keys()
+    assert {
+        "llm.backbone.embedding.weight",
+        "llm.backbone.layers.0.mixer.in_proj.weight",
+        "llm.backbone.layers.0.mixer.A_log",
+        "llm.backbone.layers.1.norm.weight",
+        "llm.backbone.norm_f.weight",
+        "llm.lm_head.weight",
+    } <= llm.keys()
     projector = model.projector.state_dict()
     assert set(projector) == {f"projector.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")}
     (tmp_path / "checkpoints").mkdir()
-    torch.save({"model": {"projector": projector, "llm_backbone": llm}}, tmp_path / "checkpoints/latest-checkpoint.pt")
+    torch.save(
+        {"model": {"projector": projector, "llm_backbone": llm}},
+        tmp_path / "checkpoints/latest-checkpoint.pt",
+    )
     for name in ("dino", "siglip"):
         (tmp_path / "vision" / name).mkdir(parents=True)
-        save_file(getattr(model.vision, name).state_dict(), str(tmp_path / "vision" / name / "model.safetensors"))
+        save_file(
+            getattr(model.vision, name).state_dict(),
+            str(tmp_path / "vision" / name / "model.safetensors"),
+        )
     engine = cobra_ros.load(tmp_path)
     image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     ids = torch.tensor([tok.prompt_ids("Is the red moon left?")])
@@ -56,7 +72,11 @@ def test_projector_variants_round_trip(tmp_path, arch):
     engine = cobra_ros.load(tmp_path / arch)
     assert engine.model.cfg.projector_kind == arch
     frame = engine.encode(np.zeros((28, 28, 3), np.uint8))
-    expected_tokens = 1 + (engine.model.cfg.ldp_grid ** 2 if arch.startswith("fused-ldpnet") else engine.model.cfg.num_patches)
+    expected_tokens = 1 + (
+        engine.model.cfg.ldp_grid**2
+        if arch.startswith("fused-ldpnet")
+        else engine.model.cfg.num_patches
+    )
     assert frame.num_prefix_tokens == expected_tokens
 
 

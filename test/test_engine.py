@@ -1,4 +1,5 @@
 """The state engine: forked frame states answer exactly like independent full runs."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +9,8 @@ from cobra_ros.model.tokenizer import DESCRIBE_PROMPT
 
 @torch.no_grad()
 def full_run_greedy(engine, image, question, max_new_tokens):
-    """Greedy decoding with no state reuse: the whole sequence is re-run through the parallel path each step."""
+    """Greedy decoding with no state reuse: the whole sequence is re-run through the parallel path
+    each step."""
     model, tok = engine.model, engine.tokenizer
     pixels = torch.from_numpy(image[None])
     ids = list(tok.prompt_ids(question))
@@ -29,7 +31,9 @@ def test_forked_questions_equal_independent_full_runs(tiny_engine, rgb):
     for question in ("What is on the board?", "Is the red moon left of the blue cube?"):
         answer = tiny_engine.ask(frame, question, max_new_tokens=12)
         assert answer.token_ids == full_run_greedy(tiny_engine, image, question, 12)
-    assert torch.equal(snapshot.ssm, frame.state.ssm) and torch.equal(snapshot.conv, frame.state.conv)
+    assert torch.equal(snapshot.ssm, frame.state.ssm) and torch.equal(
+        snapshot.conv, frame.state.conv
+    )
 
 
 def test_frame_state_is_small_and_independent_of_prompt_length(tiny_engine, rgb):
@@ -47,7 +51,9 @@ def test_yes_no_is_the_renormalised_next_token_probability(tiny_engine, rgb):
     question = "Is there a green star?"
     tok = tiny_engine.tokenizer
     with torch.no_grad():
-        logits = tiny_engine.model(torch.from_numpy(image[None]), torch.tensor([tok.prompt_ids(question)]), tok.bos_id)
+        logits = tiny_engine.model(
+            torch.from_numpy(image[None]), torch.tensor([tok.prompt_ids(question)]), tok.bos_id
+        )
     probs = torch.softmax(logits[0, -1], -1)
     expected = probs[tok.yes_id] / (probs[tok.yes_id] + probs[tok.no_id])
     assert tiny_engine.yes_no(frame, question) == pytest.approx(float(expected), abs=1e-5)
@@ -60,18 +66,23 @@ def test_batches_answer_like_single_calls(tiny_engine, rgb):
     single = [tiny_engine.ask(f, q, max_new_tokens=10) for f, q in zip(frames, questions)]
     assert [a.token_ids for a in batched] == [a.token_ids for a in single]
     probs = tiny_engine.yes_no_batch(frames, questions)
-    assert probs == pytest.approx([tiny_engine.yes_no(f, q) for f, q in zip(frames, questions)], abs=1e-6)
+    assert probs == pytest.approx(
+        [tiny_engine.yes_no(f, q) for f, q in zip(frames, questions)], abs=1e-6
+    )
 
 
 def test_streaming_pieces_add_up_and_cancel_stops(tiny_engine, rgb):
     frame = tiny_engine.encode(rgb(8))
     pieces = []
-    answer = tiny_engine.ask(frame, "What is here?", max_new_tokens=15, on_token=lambda p, n: pieces.append((p, n)))
+    answer = tiny_engine.ask(
+        frame, "What is here?", max_new_tokens=15, on_token=lambda p, n: pieces.append((p, n))
+    )
     assert "".join(p for p, _ in pieces).strip() == answer.text
     assert [n for _, n in pieces] == sorted(n for _, n in pieces)
     calls = []
-    cancelled = tiny_engine.ask(frame, "What is here?", max_new_tokens=15,
-                                cancel=lambda: calls.append(1) or len(calls) > 3)
+    cancelled = tiny_engine.ask(
+        frame, "What is here?", max_new_tokens=15, cancel=lambda: calls.append(1) or len(calls) > 3
+    )
     assert cancelled.finish_reason == "cancelled" and cancelled.num_tokens == 3
 
 
@@ -89,7 +100,11 @@ def test_images_are_validated_and_pil_is_accepted(tiny_engine, rgb):
     a = tiny_engine.yes_no(tiny_engine.encode(Image.fromarray(image)), "Is there a red moon?")
     b = tiny_engine.yes_no(tiny_engine.encode(image), "Is there a red moon?")
     assert a == pytest.approx(b, abs=1e-6)
-    for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((0, 5, 3), np.uint8)):
+    for bad in (
+        np.zeros((10, 10), np.uint8),
+        np.zeros((10, 10, 3), np.float32),
+        np.zeros((0, 5, 3), np.uint8),
+    ):
         with pytest.raises(ValueError):
             tiny_engine.encode(bad)
     with pytest.raises(TypeError):
@@ -97,7 +112,9 @@ def test_images_are_validated_and_pil_is_accepted(tiny_engine, rgb):
 
 
 @pytest.mark.parametrize("scoring,words", [("pope", ("Yes", "No")), ("vsr", ("True", "False"))])
-def test_scoring_modes_put_the_release_prompt_and_read_its_answer_words(tiny_engine, rgb, scoring, words):
+def test_scoring_modes_put_the_release_prompt_and_read_its_answer_words(
+    tiny_engine, rgb, scoring, words
+):
     from cobra_ros.model.scoring import SCORINGS
 
     image = rgb(11)

@@ -1,10 +1,12 @@
 """Our preprocessing against the release's, built the way the release builds it.
 
-The reference follows cobra/models/backbones/vision/dinosiglip_vit.py: each tower's timm data config
-and `timm.data.create_transform(..., is_training=False)`, SigLIP's first Resize replaced by one to the
-model's size, and per strategy: resize-naive swaps the first Resize for Resize((S, S)); resize-crop
-keeps the defaults; letterbox puts prismatic's LetterboxPad (fill `int(mean * 255)`) first.
+The reference follows cobra/models/backbones/vision/dinosiglip_vit.py: each tower's timm data
+config and `timm.data.create_transform(..., is_training=False)`, SigLIP's first Resize replaced by
+one to the model's size, and per strategy: resize-naive swaps the first Resize for Resize((S, S));
+resize-crop keeps the defaults; letterbox puts prismatic's LetterboxPad (fill `int(mean * 255)`)
+first.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -25,7 +27,7 @@ SHAPES = [(360, 640), (480, 640), (97, 131), (500, 333), (61, 50), (112, 112), (
 
 
 class LetterboxPad:
-    """prismatic's LetterboxPad (base_vision.py): the same border on both sides of the short edge."""
+    """prismatic's LetterboxPad (base_vision.py): one border on both sides of the short edge."""
 
     def __init__(self, fill):
         self.fill = fill
@@ -45,13 +47,18 @@ def release_transforms(strategy: str) -> dict[str, Compose]:
         data_cfg["input_size"] = (3, SIZE, SIZE)
         default = timm.data.create_transform(**data_cfg, is_training=False)
         if name == "siglip":  # the release's fix: SigLIP's default resizes past the crop
-            default = Compose([Resize(SIZE, interpolation=default.transforms[0].interpolation),
-                               *default.transforms[1:]])
+            default = Compose(
+                [
+                    Resize(SIZE, interpolation=default.transforms[0].interpolation),
+                    *default.transforms[1:],
+                ]
+            )
         first = default.transforms[0]
         assert isinstance(first, Resize)
         if strategy == "resize-naive":
-            out[name] = Compose([Resize((SIZE, SIZE), interpolation=first.interpolation),
-                                 *default.transforms[1:]])
+            out[name] = Compose(
+                [Resize((SIZE, SIZE), interpolation=first.interpolation), *default.transforms[1:]]
+            )
         elif strategy == "resize-crop":
             out[name] = default
         else:
@@ -62,8 +69,13 @@ def release_transforms(strategy: str) -> dict[str, Compose]:
 
 def ours(strategy: str, resample: str = "pil") -> Preprocess:
     cfg = preset("tiny")
-    cfg = replace(cfg, dino=replace(cfg.dino, image_size=SIZE), siglip=replace(cfg.siglip, image_size=SIZE),
-                  image_resize_strategy=strategy, resample=resample)
+    cfg = replace(
+        cfg,
+        dino=replace(cfg.dino, image_size=SIZE),
+        siglip=replace(cfg.siglip, image_size=SIZE),
+        image_resize_strategy=strategy,
+        resample=resample,
+    )
     return Preprocess(cfg)
 
 
@@ -92,7 +104,10 @@ def test_pixels_equal_the_release_pipeline(strategy):
 @pytest.mark.parametrize("strategy", ["resize-naive", "letterbox"])
 def test_normalised_tensors_equal_the_release_pipeline(strategy):
     reference, pre = release_transforms(strategy), ours(strategy)
-    images = [np.random.default_rng(10 + i).integers(0, 256, (240, 320, 3), dtype=np.uint8) for i in range(3)]
+    images = [
+        np.random.default_rng(10 + i).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+        for i in range(3)
+    ]
     got = pre(torch.from_numpy(np.stack(images)))
     for name in ("dino", "siglip"):
         expected = torch.stack([reference[name](Image.fromarray(im)) for im in images])

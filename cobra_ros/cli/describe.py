@@ -1,4 +1,5 @@
 """cobra-describe: describe an image, or answer a question about it, from the command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,19 +26,36 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("image", help="an image file (anything OpenCV reads)")
     parser.add_argument("--question", help="a free-form question (default: describe the image)")
-    parser.add_argument("--yes-no", dest="yes_no",
-                        help="a yes/no question (a statement with --scoring vsr), answered as P(yes)")
-    parser.add_argument("--scoring", default="plain", choices=sorted(SCORINGS),
-                        help=SCORING_HELP + " (default: plain)")
-    parser.add_argument("--model", default=None, help="model directory (default: the bundled model)")
+    parser.add_argument(
+        "--yes-no",
+        dest="yes_no",
+        help="a yes/no question (a statement with --scoring vsr), answered as P(yes)",
+    )
+    parser.add_argument(
+        "--scoring",
+        default="plain",
+        choices=sorted(SCORINGS),
+        help=SCORING_HELP + " (default: plain)",
+    )
+    parser.add_argument(
+        "--model", default=None, help="model directory (default: the bundled model)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                        help="weights and activations (default: bfloat16 on CUDA, float32 on CPU)")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="longest answer, in tokens")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="weights and activations (default: bfloat16 on CUDA, float32 on CPU)",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=128, help="longest answer, in tokens"
+    )
     parser.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     args = parser.parse_args(argv)
     try:
-        engine = cobra_ros.load(args.model or default_model_path(), device=args.device, dtype=args.dtype)
+        engine = cobra_ros.load(
+            args.model or default_model_path(), device=args.device, dtype=args.dtype
+        )
     except CheckpointError as err:
         raise SystemExit(f"cobra-describe: {err}")
     frame = engine.encode(read_rgb(args.image))
@@ -50,10 +68,16 @@ def main(argv=None) -> None:
         print(f"[encode {frame.encode_ms:.1f} ms, yes/no {ms:.1f} ms]", file=sys.stderr)
         return
     stream = (lambda piece, n: print(piece, end="", flush=True)) if args.stream else None
-    answer = engine.ask(frame, args.question or DESCRIBE_PROMPT, args.max_new_tokens, on_token=stream)
+    answer = engine.ask(
+        frame, args.question or DESCRIBE_PROMPT, args.max_new_tokens, on_token=stream
+    )
     print("" if args.stream else answer.text)
-    print(f"[encode {frame.encode_ms:.1f} ms, prefill {answer.prefill_ms:.1f} ms, {answer.num_tokens} tokens in "
-          f"{answer.decode_ms:.1f} ms = {answer.tokens_per_second:.1f} tok/s, {answer.finish_reason}]", file=sys.stderr)
+    print(
+        f"[encode {frame.encode_ms:.1f} ms, prefill {answer.prefill_ms:.1f} ms, "
+        f"{answer.num_tokens} tokens in {answer.decode_ms:.1f} ms = "
+        f"{answer.tokens_per_second:.1f} tok/s, {answer.finish_reason}]",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

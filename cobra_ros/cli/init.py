@@ -1,4 +1,5 @@
 """cobra-init: write a complete model directory in the release layout with random weights."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,17 +13,32 @@ from cobra_ros.model.engine import resolve_dtype
 from cobra_ros.model.tokenizer import ChatTokenizer, build_tokenizer
 
 
-def init_model_dir(preset_name: str, out: str, dtype: str = "float32", seed: int = 0, tokenizer_dir: str | None = None,
-                   arch: str | None = None, corpus: list[str] | None = None) -> str:
+def init_model_dir(
+    preset_name: str,
+    out: str,
+    dtype: str = "float32",
+    seed: int = 0,
+    tokenizer_dir: str | None = None,
+    arch: str | None = None,
+    corpus: list[str] | None = None,
+) -> str:
     """Returns a note on the tokenizer used (real or stand-in)."""
     base = preset(preset_name)
     with tempfile.TemporaryDirectory() as tmp:
         if tokenizer_dir:
-            tokenizer, note = ChatTokenizer.load(tokenizer_dir), f"tokenizer copied from {tokenizer_dir}"
+            tokenizer, note = (
+                ChatTokenizer.load(tokenizer_dir),
+                f"tokenizer copied from {tokenizer_dir}",
+            )
         elif preset_name == "cobra-3b":
-            tokenizer = ChatTokenizer.load(build_tokenizer(corpus or [], GPT_NEOX_VOCAB, tmp, pad_to_exact=True))
-            note = (f"stand-in tokenizer: {len(tokenizer)} tokens (the real GPT-NeoX vocabulary size) with its special "
-                    "tokens, trained on a small corpus; put the real tokenizer in <dir>/tokenizer for real text")
+            tokenizer = ChatTokenizer.load(
+                build_tokenizer(corpus or [], GPT_NEOX_VOCAB, tmp, pad_to_exact=True)
+            )
+            note = (
+                f"stand-in tokenizer: {len(tokenizer)} tokens (the real GPT-NeoX vocabulary size) "
+                "with its special tokens, trained on a small corpus; put the real tokenizer in "
+                "<dir>/tokenizer for real text"
+            )
         else:
             tokenizer = ChatTokenizer.load(build_tokenizer(corpus or [], base.llm.vocab_size, tmp))
             note = f"small byte-level BPE tokenizer with {len(tokenizer)} tokens"
@@ -34,15 +50,29 @@ def init_model_dir(preset_name: str, out: str, dtype: str = "float32", seed: int
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", required=True, choices=preset_names(),
-                        help="cobra-3b: the release's shapes; the others: small models of the same kind")
+    parser.add_argument(
+        "--preset",
+        required=True,
+        choices=preset_names(),
+        help="cobra-3b: the release's shapes; the others: small models of the same kind",
+    )
     parser.add_argument("--out", required=True, help="the model directory to write")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="dtype the weights are built, initialised and written in")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype the weights are built, initialised and written in",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    parser.add_argument("--arch", choices=ARCH_SPECIFIERS, help="projector variant (default: the preset's)")
-    parser.add_argument("--tokenizer", help="a local Hugging Face tokenizer directory to use instead of a stand-in")
-    parser.add_argument("--force", action="store_true", help="replace an existing output directory")
+    parser.add_argument(
+        "--arch", choices=ARCH_SPECIFIERS, help="projector variant (default: the preset's)"
+    )
+    parser.add_argument(
+        "--tokenizer", help="a local Hugging Face tokenizer directory to use instead of a stand-in"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing output directory"
+    )
     args = parser.parse_args(argv)
     if args.force:
         shutil.rmtree(args.out, ignore_errors=True)

@@ -1,8 +1,9 @@
 """The Cobra VLM: fused vision features -> projector -> Mamba.
 
-The sequence is `[image, prompt]` as the release runs it, or `[BOS, image, prompt]` for a model whose
-config says it was trained so (`CobraConfig.bos_before_image`).
+The sequence is `[image, prompt]` as the release runs it, or `[BOS, image, prompt]` for a model
+whose config says it was trained so (`CobraConfig.bos_before_image`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,16 +18,26 @@ from cobra_ros.model.vision import FusedVision, create_tower
 
 
 class Cobra(nn.Module):
-    def __init__(self, cfg: CobraConfig, dino: nn.Module | None = None, siglip: nn.Module | None = None,
-                 empty: bool = False):
-        """`empty` builds the projector and LM without storage, for a loader that assigns checkpoint tensors."""
+    def __init__(
+        self,
+        cfg: CobraConfig,
+        dino: nn.Module | None = None,
+        siglip: nn.Module | None = None,
+        empty: bool = False,
+    ):
+        """`empty` builds the projector and LM without storage, for a loader that assigns
+        checkpoint tensors."""
         super().__init__()
         self.cfg = cfg
-        self.vision = FusedVision(cfg, dino if dino is not None else create_tower(cfg.dino),
-                                  siglip if siglip is not None else create_tower(cfg.siglip))
+        self.vision = FusedVision(
+            cfg,
+            dino if dino is not None else create_tower(cfg.dino),
+            siglip if siglip is not None else create_tower(cfg.siglip),
+        )
         with torch.device("meta") if empty else contextlib.nullcontext():
-            self.projector = Projector(cfg.projector_kind, cfg.vision_dim, cfg.llm.d_model, cfg.ldp_grid,
-                                       cfg.num_patches)
+            self.projector = Projector(
+                cfg.projector_kind, cfg.vision_dim, cfg.llm.d_model, cfg.ldp_grid, cfg.num_patches
+            )
             self.llm = MambaLM(cfg.llm)
 
     @property
@@ -42,17 +53,24 @@ class Cobra(nn.Module):
         return self.projector(self.vision(images).to(self.dtype))
 
     def prefix_embeds(self, image_tokens: torch.Tensor, bos_id: int | None = None) -> torch.Tensor:
-        """What comes before the prompt: the image tokens, after BOS if the model was trained so."""
+        """What comes before the prompt: the image tokens, after BOS if the model was trained so"""
         if not self.cfg.bos_before_image:
             return image_tokens
         if bos_id is None:
-            raise ValueError(f"{self.cfg.model_id} was trained with a BOS before the image: give bos_id")
+            raise ValueError(
+                f"{self.cfg.model_id} was trained with a BOS before the image: give bos_id"
+            )
         batch = image_tokens.shape[0]
         bos = self.llm.embed(torch.full((batch, 1), bos_id, device=image_tokens.device))
         return torch.cat([bos, image_tokens], dim=1)
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, bos_id: int | None = None,
-                state: MambaState | None = None):
+    def forward(
+        self,
+        images: torch.Tensor,
+        ids: torch.Tensor,
+        bos_id: int | None = None,
+        state: MambaState | None = None,
+    ):
         """Teacher-forced logits over the prefix then `ids` (training and reference checks)."""
         prefix = self.prefix_embeds(self.image_tokens(images), bos_id)
         embeds = torch.cat([prefix, self.llm.embed(ids)], dim=1)
@@ -70,7 +88,8 @@ def default_dtype(dtype: torch.dtype):
 
 
 def random_cobra(cfg: CobraConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> Cobra:
-    """A Cobra with reproducible random weights (timm's own init for the towers, Mamba's for the LM).
+    """A Cobra with reproducible random weights (timm's own init for the towers, Mamba's for the
+    LM).
 
     Built and initialised in `dtype` directly: the full model in float32 first would need twice the
     memory of a bfloat16 one (cobra-3b: 14.5 GiB instead of ~7)."""

@@ -180,7 +180,7 @@ class Block(nn.Module):
         self.residual_in_fp32 = cfg.residual_in_fp32
 
     def _add_norm(self, h, residual):
-        return add_rms_norm(h, residual, self.norm.weight, self.norm.eps, self.residual_in_fp32)
+        return add_rms_norm(h, residual, self.norm, self.residual_in_fp32)
 
 
 class Backbone(nn.Module):
@@ -205,8 +205,7 @@ class MambaLM(nn.Module):
         return self.backbone.embedding(ids)
 
     def _final(self, h, residual):
-        norm = self.backbone.norm_f
-        return add_rms_norm(h, residual, norm.weight, norm.eps, self.cfg.residual_in_fp32, prenorm=False)
+        return add_rms_norm(h, residual, self.backbone.norm_f, self.cfg.residual_in_fp32, False)
 
     def forward(self, embeds: torch.Tensor, state: MambaState | None = None, last_only: bool = False):
         """embeds: (b, L, d_model). Returns logits (b, L or 1, vocab) and the state after the sequence.

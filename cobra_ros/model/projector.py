@@ -1,17 +1,19 @@
 """Projectors from fused vision features to the LLM width, with the release's module layout.
 
-`fused-gelu-mlp` is Cobra's default; `gelu-mlp`, `linear` and `fused-ldpnet` (LDPv2: token pooling plus a
-depthwise-conv positional injection) are the variants the paper ablates. State-dict keys match the
-release's `projector.N.*`.
+`fused-gelu-mlp` is Cobra's default; `gelu-mlp`, `linear` and `fused-ldpnet` (LDPv2: token pooling
+plus a depthwise-conv positional injection) are the variants the paper ablates. State-dict keys
+match the release's `projector.N.*`.
 
-`fused-ldpnet-pos` is ours: LDPv2 with a learned position embedding added to every patch before the MLP.
-Pooling averages patches, so a pooled token keeps *what* its window holds but not *where* in the window,
-unless the patch features already say where they are. Ours do not: on the bundled model's towers, a
-fresh fused-ldpnet projector pooling to 2x2 tokens, with a linear head, places blocks with 0.096 mean
-error (board-normalised) and orders two blocks left/right correctly 84% of the time; fused-ldpnet-pos
-0.047 and 96%; unpooled (8x8 tokens) 0.058 and 96% (`python tools/position_probe.py --grids 2,8`).
-It starts at zero, so a fused-ldpnet model continued into it computes the same until it learns.
+`fused-ldpnet-pos` is ours: LDPv2 with a learned position embedding added to every patch before the
+MLP. Pooling averages patches, so a pooled token keeps *what* its window holds but not *where* in
+the window, unless the patch features already say where they are. Ours do not: on the bundled
+model's towers, a fresh fused-ldpnet projector pooling to 2x2 tokens, with a linear head, places
+blocks with 0.096 mean error (board-normalised) and orders two blocks left/right correctly 84% of
+the time; fused-ldpnet-pos 0.047 and 96%; unpooled (8x8 tokens) 0.058 and 96% (`python
+tools/position_probe.py --grids 2,8`). It starts at zero, so a fused-ldpnet model continued into it
+computes the same until it learns.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,7 +51,9 @@ class PositionInject(nn.Module):
 
 
 class Projector(nn.Module):
-    def __init__(self, kind: str, vision_dim: int, llm_dim: int, ldp_grid: int = 14, num_patches: int = 0):
+    def __init__(
+        self, kind: str, vision_dim: int, llm_dim: int, ldp_grid: int = 14, num_patches: int = 0
+    ):
         super().__init__()
         self.kind = kind
         self.register_parameter("position", None)
@@ -59,11 +63,25 @@ class Projector(nn.Module):
         wide = 4 * vision_dim
         layers = {
             "linear": lambda: [nn.Linear(vision_dim, llm_dim)],
-            "gelu-mlp": lambda: [nn.Linear(vision_dim, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim)],
-            "fused-gelu-mlp": lambda: [nn.Linear(vision_dim, wide), nn.GELU(), nn.Linear(wide, llm_dim), nn.GELU(),
-                                       nn.Linear(llm_dim, llm_dim)],
-            "fused-ldpnet": lambda: [nn.Linear(vision_dim, wide), nn.GELU(), nn.Linear(wide, llm_dim),
-                                     TokenPool(ldp_grid), PositionInject(llm_dim)],
+            "gelu-mlp": lambda: [
+                nn.Linear(vision_dim, llm_dim),
+                nn.GELU(),
+                nn.Linear(llm_dim, llm_dim),
+            ],
+            "fused-gelu-mlp": lambda: [
+                nn.Linear(vision_dim, wide),
+                nn.GELU(),
+                nn.Linear(wide, llm_dim),
+                nn.GELU(),
+                nn.Linear(llm_dim, llm_dim),
+            ],
+            "fused-ldpnet": lambda: [
+                nn.Linear(vision_dim, wide),
+                nn.GELU(),
+                nn.Linear(wide, llm_dim),
+                TokenPool(ldp_grid),
+                PositionInject(llm_dim),
+            ],
         }[kind]()
         self.projector = layers[0] if kind == "linear" else nn.Sequential(*layers)
 
@@ -71,4 +89,3 @@ class Projector(nn.Module):
         if self.position is not None:
             patches = patches + self.position
         return self.projector(patches)
-

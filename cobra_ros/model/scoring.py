@@ -6,6 +6,7 @@ vocabulary and renormalises it over the two answer words (POPE: "Yes"/"No", VSR:
 the prediction is the likelier word. "plain" asks the question as given, as the bundled model was
 trained to answer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,12 +27,18 @@ class Scoring:
 SCORINGS = {
     "plain": Scoring("plain", "{}", ("Yes", "No")),
     "pope": Scoring("pope", "{}" + SHORT_ANSWER, ("Yes", "No")),
-    "vsr": Scoring("vsr", 'Based on the image, is this statement "True" or "False"? {}'
-                          '\nRespond with "True" or "False" directly.', ("True", "False")),
+    "vsr": Scoring(
+        "vsr",
+        'Based on the image, is this statement "True" or "False"? {}'
+        '\nRespond with "True" or "False" directly.',
+        ("True", "False"),
+    ),
 }
-SCORING_HELP = ("how a yes/no question is asked and scored: 'plain' as given (Yes/No); 'pope' the "
-                "release's POPE prompt (the question plus a single-word instruction, Yes/No); 'vsr' the "
-                "release's VSR prompt (the text is a statement, True/False)")
+SCORING_HELP = (
+    "how a yes/no question is asked and scored: 'plain' as given (Yes/No); 'pope' the "
+    "release's POPE prompt (the question plus a single-word instruction, Yes/No); 'vsr' the "
+    "release's VSR prompt (the text is a statement, True/False)"
+)
 
 
 def get_scoring(name: str) -> Scoring:
