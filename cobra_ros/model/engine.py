@@ -153,7 +153,7 @@ class CobraEngine:
         return probs
 
     def yes_no(self, frame: FrameState, question: str, scoring: str = "plain") -> float:
-        return self.yes_no_batch([frame], [question], scoring)[0]
+        return self.yes_no_batch([frame], [question], scoring=scoring)[0]
 
     @torch.inference_mode()
     def ask_batch(self, frames: Sequence[FrameState], questions: Sequence[str], max_new_tokens: int = 64,
