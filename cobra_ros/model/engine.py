@@ -1,9 +1,9 @@
 """The state engine: encode a frame once, then ask it many questions.
 
-Mamba's recurrent state after the image prefix (the image tokens, after a BOS for models trained so)
-is a few MB whatever the prompt length. `encode` computes it once (vision + projector + prefill); `ask`
-and `yes_no` fork it and pay only for their own tokens. Prompts are truncated at the model's
-llm_max_length, and `yes_no` scores as the release's evaluation does (`scoring.py`).
+Mamba's recurrent state after the image prefix (the image tokens, after a BOS for models trained
+so) is a few MB whatever the prompt length. `encode` computes it once (vision + projector +
+prefill); `ask` and `yes_no` fork it and pay only for their own tokens. Prompts are truncated at
+the model's llm_max_length, and `yes_no` scores as the release's evaluation does (`scoring.py`).
 """
 from __future__ import annotations
 
@@ -112,25 +112,26 @@ class CobraEngine:
     def device(self) -> torch.device:
         return self.model.device
 
-    # -- frames ---------------------------------------------------------------------------------------------
+    # -- frames -----------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode_batch(self, images: Sequence) -> list[FrameState]:
-        """Vision + projector + prefill of the image prefix for frames of one size; one FrameState each."""
+        """Vision + projector + prefill of the image prefix, for frames of one size; one FrameState
+        each."""
         arrays = [as_rgb_array(im) for im in images]
         if len({a.shape for a in arrays}) != 1:
             return [fs for a in arrays for fs in self.encode_batch([a])]
         t0 = time.perf_counter()
-        pixels = torch.from_numpy(np.stack(arrays))  # resampled on the CPU, as PIL images (vision.py)
+        pixels = torch.from_numpy(np.stack(arrays))  # resampled on the CPU as PIL images (vision.py)
         prefix = self.model.prefix_embeds(self.model.image_tokens(pixels), self.tokenizer.bos_id)
         _, state = self.model.llm(prefix, last_only=True)
         ms = _ms_since(t0, self.device) / len(arrays)
-        return [FrameState(state.select(slice(i, i + 1)).clone(), prefix.shape[1], ms, arrays[i].shape)
-                for i in range(len(arrays))]
+        return [FrameState(state.select(slice(i, i + 1)).clone(), prefix.shape[1], ms,
+                           arrays[i].shape) for i in range(len(arrays))]
 
     def encode(self, image) -> FrameState:
         return self.encode_batch([image])[0]
 
-    # -- questions ------------------------------------------------------------------------------------------
+    # -- questions --------------------------------------------------------------------------------
     @torch.inference_mode()
     def _prefill(self, frame: FrameState, question: str) -> tuple[torch.Tensor, MambaState]:
         ids = self.tokenizer.prompt_ids(question, self.model.cfg.llm_max_length)
@@ -201,7 +202,8 @@ class CobraEngine:
     def _pick(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
         if temperature <= 0:
             return logits.argmax(-1)
-        return torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
+        probs = torch.softmax(logits / temperature, -1)
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
     def ask(self, frame: FrameState, question: str, max_new_tokens: int = 64, on_token: TokenCallback | None = None,
             cancel: Callable[[], bool] | None = None, **sampling) -> Answer:

@@ -170,8 +170,8 @@ class Mixer(nn.Module):
 
 
 class Block(nn.Module):
-    """Add -> RMSNorm -> Mixer, carrying the residual stream (in fp32, as the release runs it: the norm
-    is computed on the float32 sum, see `addnorm.py`)."""
+    """Add -> RMSNorm -> Mixer, carrying the residual stream (in fp32, as the release runs it: the
+    norm is computed on the float32 sum, see `addnorm.py`)."""
 
     def __init__(self, cfg: MambaConfig):
         super().__init__()
@@ -235,17 +235,19 @@ class MambaLM(nn.Module):
 
 
 def _log_uniform(n: int, low: float, high: float, generator) -> torch.Tensor:
-    u = torch.rand(n, generator=generator, dtype=torch.float32)  # float32 whatever the model's dtype
+    u = torch.rand(n, generator=generator, dtype=torch.float32)  # whatever the model's dtype
     return torch.exp(u * (math.log(high) - math.log(low)) + math.log(low))
 
 
 def _set_dt(mixer: Mixer, dt: torch.Tensor) -> None:
-    mixer.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus: softplus(bias) == dt
+    # inverse softplus: softplus(bias) == dt
+    mixer.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
 
 @torch.no_grad()
 def init_weights(model: MambaLM, generator: torch.Generator | None = None) -> None:
-    """Mamba's initialisation: S4D-real A, log-uniform dt in [1e-3, 1e-1], scaled residual projections."""
+    """Mamba's initialisation: S4D-real A, log-uniform dt in [1e-3, 1e-1], scaled residual
+    projections."""
     cfg = model.cfg
     nn.init.normal_(model.backbone.embedding.weight, std=0.02, generator=generator)
     for layer in model.backbone.layers:
@@ -253,10 +255,13 @@ def init_weights(model: MambaLM, generator: torch.Generator | None = None) -> No
         for lin in (m.in_proj, m.x_proj):
             nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)
         nn.init.kaiming_uniform_(m.conv1d.weight, a=math.sqrt(5), generator=generator)
-        nn.init.uniform_(m.conv1d.bias, -1 / math.sqrt(cfg.d_conv), 1 / math.sqrt(cfg.d_conv), generator=generator)
-        nn.init.uniform_(m.dt_proj.weight, -cfg.dt_rank ** -0.5, cfg.dt_rank ** -0.5, generator=generator)
+        bound = 1 / math.sqrt(cfg.d_conv)
+        nn.init.uniform_(m.conv1d.bias, -bound, bound, generator=generator)
+        bound = cfg.dt_rank ** -0.5
+        nn.init.uniform_(m.dt_proj.weight, -bound, bound, generator=generator)
         _set_dt(m, _log_uniform(cfg.d_inner, 1e-3, 1e-1, generator).clamp(min=1e-4))
-        m.A_log.copy_(torch.log(torch.arange(1, cfg.d_state + 1, dtype=torch.float32)).repeat(cfg.d_inner, 1))
+        s4d_real = torch.arange(1, cfg.d_state + 1, dtype=torch.float32)
+        m.A_log.copy_(torch.log(s4d_real).repeat(cfg.d_inner, 1))
         m.D.fill_(1.0)
         nn.init.kaiming_uniform_(m.out_proj.weight, a=math.sqrt(5), generator=generator)
         m.out_proj.weight /= math.sqrt(cfg.n_layer)
@@ -266,12 +271,14 @@ def init_weights(model: MambaLM, generator: torch.Generator | None = None) -> No
 
 @torch.no_grad()
 def long_memory_init(model: MambaLM, generator: torch.Generator | None = None) -> None:
-    """Re-draw every mixer's dt and A for long memory: dt log-uniform in [0.2, 1], -A uniform in [0.001, 0.101).
+    """Re-draw every mixer's dt and A for long memory: dt log-uniform in [0.2, 1], -A uniform in
+    [0.001, 0.101).
 
-    The release's init suits fine-tuning a pretrained LM. From scratch, with the answer 10-80 tokens after
-    the image, it passes the answer's gradient back to the image tokens ~1e-4 as strongly as to the
-    question, and a small model stays at chance on image questions for hundreds of steps; with this init
-    it is ~1e-2 and image-grounded answers start to be learnt within a few hundred steps.
+    The release's init suits fine-tuning a pretrained LM. From scratch, with the answer 10-80 tokens
+    after the image, it passes the answer's gradient back to the image tokens ~1e-4 as strongly as
+    to the question, and a small model stays at chance on image questions for hundreds of steps;
+    with this init it is ~1e-2 and image-grounded answers start to be learnt within a few hundred
+    steps.
     """
     for layer in model.backbone.layers:
         m = layer.mixer
