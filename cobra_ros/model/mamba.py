@@ -274,11 +274,11 @@ def long_memory_init(model: MambaLM, generator: torch.Generator | None = None) -
     """Re-draw every mixer's dt and A for long memory: dt log-uniform in [0.2, 1], -A uniform in
     [0.001, 0.101).
 
-    The release's init suits fine-tuning a pretrained LM. From scratch, with the answer 10-80 tokens
-    after the image, it passes the answer's gradient back to the image tokens ~1e-4 as strongly as
-    to the question, and a small model stays at chance on image questions for hundreds of steps;
-    with this init it is ~1e-2 and image-grounded answers start to be learnt within a few hundred
-    steps.
+    The release's init suits fine-tuning a pretrained LM. From scratch, with the answer 10-80
+    tokens after the image, it passes the answer's gradient back to the image tokens ~1e-4 as
+    strongly as to the question, and a small model stays at chance on image questions for hundreds
+    of steps; with this init it is ~1e-2 and image-grounded answers start to be learnt within a few
+    hundred steps.
     """
     for layer in model.backbone.layers:
         m = layer.mixer
