@@ -1,0 +1,2 @@
+"""Measurements that print ratios against baselines of the same run (`make soak`, `make
+latency`)."""
