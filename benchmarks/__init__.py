@@ -1,2 +1,1 @@
-"""Measurements that print ratios against baselines of the same run (`make soak`, `make
-latency`)."""
+"""Measurements against baselines of the same run (`make soak`, `make latency`); not installed."""

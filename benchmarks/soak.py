@@ -177,8 +177,7 @@ class Soak:
 
 
 def rss_slope_mb_per_min(samples, warmup_fraction: float = 0.5) -> float:
-    """Least-squares slope of RSS over the run after warm-up (allocators and caches grow early,
-    then level)."""
+    """Least-squares slope of RSS after warm-up (allocators and caches grow early, then level)."""
     points = [(t, mb) for t, mb in samples if t >= samples[-1][0] * warmup_fraction]
     if len(points) < 3:
         return float("nan")

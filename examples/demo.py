@@ -32,8 +32,7 @@ def _digest(rgb: np.ndarray) -> str:
 
 
 class Truths:
-    """Ground truth of every replayed frame, keyed by pixel content, and the stamps the camera gave
-    them."""
+    """Ground truth of every replayed frame, keyed by pixel content, and the stamps it got."""
 
     def __init__(self, source: SyntheticSource):
         self.by_digest = {_digest(f.rgb): f for f in iter_frames(source)}
@@ -54,8 +53,7 @@ class Truths:
 
 
 def relabel(example: questions.Example, frame):
-    """The example's label recomputed on the frame the node actually answered about (None: not
-    askable there)."""
+    """The example's label on the frame the node answered about (None: not askable there)."""
     blocks = {b.name: b for b in frame.truth.blocks if b.visible >= 0.5}
     # absent blocks are the "no" answers; hidden ones are not askable
     if example.relation == "presence":

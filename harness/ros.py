@@ -1,5 +1,4 @@
-"""Run a cobra node in its own process and talk to it over real DDS: for tests, benchmarks and soak
-runs.
+"""A cobra node in its own process, reached over real DDS: for tests, examples and benchmarks.
 
 DDS traffic stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and in a domain derived
 from the calling process id, so test runs in parallel do not see each other.
@@ -20,8 +19,7 @@ from rclpy.executors import MultiThreadedExecutor
 
 
 def isolate_ros_traffic() -> int:
-    """Keep this process's DDS traffic (and its children's) on localhost, in a domain of its
-    own."""
+    """Keep this process's and its children's DDS traffic on localhost, in a domain of their own"""
     domain = 1 + os.getpid() % 100
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_DOMAIN_ID"] = str(domain)
@@ -109,8 +107,7 @@ class RosClient:
 
     @staticmethod
     def wait_for_quiet(predicate, seconds: float, poll: float = 0.05):
-        """Watch `predicate` for `seconds`; its first truthy value, or None if it stayed falsy
-        throughout."""
+        """Watch `predicate` for `seconds`: its first truthy value, or None if it stayed falsy."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             value = predicate()
@@ -127,8 +124,7 @@ class RosClient:
 
 
 class CobraClient(RosClient):
-    """Everything a client of one cobra node uses: frames out; services, action, outputs and
-    diagnostics in."""
+    """A client of one cobra node: frames out; services, action, outputs and diagnostics in."""
 
     def __init__(self, namespace: str = "/", node_name: str = "cobra"):
         from diagnostic_msgs.msg import DiagnosticArray
@@ -215,8 +211,7 @@ class CobraClient(RosClient):
         return header
 
     def show(self, msg, topic: str = "image", camera: str = "", timeout: float = 30.0):
-        """Publish `msg` until the node answers about it (its stamp comes back); the AskYesNo
-        reply."""
+        """Publish `msg` until the node answers about it (its stamp comes back); the reply."""
         want = (msg.header.stamp.sec, msg.header.stamp.nanosec)
 
         def answered_about_it():
@@ -250,8 +245,7 @@ class CobraClient(RosClient):
         cancel_after: int | None = None,
         timeout: float = 60.0,
     ):
-        """Send a Describe goal; cancel it once `cancel_after` feedback messages arrived. (status,
-        result, feedback)"""
+        """A Describe goal, cancelled after `cancel_after` feedbacks; (status, result, feedback)"""
         from cobra_ros.action import Describe
 
         feedback = []
@@ -303,8 +297,7 @@ class CobraClient(RosClient):
 
     # -- diagnostics --------------------------------------------------------------------------
     def status(self, suffix: str, newer_than: float = 0.0, timeout: float = 15.0):
-        """The latest DiagnosticStatus whose name ends with `suffix`, received after `newer_than`
-        (monotonic)."""
+        """The latest DiagnosticStatus named ...`suffix` received after `newer_than` (monotonic)"""
         def find():
             with self._lock:
                 for name, (received, status) in self.diagnostics.items():

@@ -23,8 +23,7 @@ class _RunsCode:
 
 
 def write_pickled_model_copy(model_dir, out_dir, marker) -> Path:
-    """A copy of `model_dir` whose checkpoint also holds a pickled object that would create
-    `marker`."""
+    """A copy of `model_dir` whose checkpoint also holds a pickle that would create `marker`."""
     shutil.copytree(model_dir, out_dir)
     checkpoint = Path(out_dir) / CHECKPOINT
     data = torch.load(checkpoint, map_location="cpu", weights_only=True)

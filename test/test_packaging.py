@@ -1,5 +1,4 @@
-"""Packaging checks: generated interfaces, package.xml, entry points, CMake install, launch file,
-YAML."""
+"""Packaging: generated interfaces, package.xml, entry points, CMake install, launch file, YAML."""
 import ast
 import configparser
 import importlib.metadata

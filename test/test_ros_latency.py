@@ -1,5 +1,4 @@
-"""benchmarks/ros_latency.py: the ROS layer's own cost around the model, reported against
-encode."""
+"""benchmarks/ros_latency.py: the ROS layer's own cost around the model, against its encode."""
 import json
 
 from benchmarks.ros_latency import main

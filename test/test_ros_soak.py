@@ -1,5 +1,4 @@
-"""A short overload run: fast camera, concurrent clients, cancelled goals; every call answered,
-counts exact."""
+"""A short overload run: fast camera, many clients, cancelled goals; all answered, counts exact."""
 import json
 import os
 
