@@ -5,12 +5,13 @@ messages) and the bag reader (cobra_ros.langtable.bag, on rosbags messages) both
 is scored on the pixels the node sees. It reads any object with the message's fields.
 
 ENCODINGS is the one table of what is accepted. The conversions are cv_bridge's, so a frame
-decodes the same with or without a ROS install: 16-bit values become round(v / 257) (cv_bridge's
+decodes the same with or without a ROS install: mono16 values become round(v / 257) (cv_bridge's
 convertTo with scale 255/65535), yuv422 is UYVY and yuv422_yuy2 is YUYV
 (sensor_msgs/image_encodings.hpp). Generic OpenCV types (8UC3, 16UC1, 32FC1, ...) are refused, as
 cv_bridge refuses them for rgb8: they say neither the channel order nor that the values are light
-(16UC1 is usually depth in millimetres). rosbags-image was considered and not used: it ignores
-`step` (padded rows come out sheared) and truncates 16-bit values instead of rounding them.
+(16UC1 is usually depth in millimetres). 16-bit colour (rgb16, ...) is not accepted. rosbags-image
+was considered and not used: it ignores `step` (padded rows come out sheared) and truncates 16-bit
+values instead of rounding them.
 
 Every malformed message raises ImageError with the reason, before any large allocation is made.
 """
@@ -37,10 +38,6 @@ ENCODINGS = {
     "rgba8": Encoding(4, np.uint8, cv2.COLOR_RGBA2RGB),
     "bgra8": Encoding(4, np.uint8, cv2.COLOR_BGRA2RGB),
     "mono8": Encoding(1, np.uint8, cv2.COLOR_GRAY2RGB),
-    "rgb16": Encoding(3, np.uint16, None),
-    "bgr16": Encoding(3, np.uint16, cv2.COLOR_BGR2RGB),
-    "rgba16": Encoding(4, np.uint16, cv2.COLOR_RGBA2RGB),
-    "bgra16": Encoding(4, np.uint16, cv2.COLOR_BGRA2RGB),
     "mono16": Encoding(1, np.uint16, cv2.COLOR_GRAY2RGB),
     "yuv422": Encoding(2, np.uint8, cv2.COLOR_YUV2RGB_UYVY),
     "uyvy": Encoding(2, np.uint8, cv2.COLOR_YUV2RGB_UYVY),

@@ -206,7 +206,7 @@ def _check_outcome(msg, outcomes):
 
 def test_fuzzed_raw_messages_convert_or_are_refused():
     rng = np.random.default_rng(2024)
-    encodings = list(image_conversion.ENCODINGS) + ["RGB8", "8UC3", "16UC1", "", "bgr8 "]
+    encodings = list(image_conversion.ENCODINGS) + ["RGB8", "8UC3", "16UC1", "", "rgb16", "bgr8 "]
     outcomes = {"converted": 0, "refused": 0}
     for _ in range(3000):
         h, w = (int(v) for v in rng.integers(-2, 40, 2))
