@@ -14,7 +14,7 @@ DEPS_STAMP := $(VENV)/.cobra-deps.stamp
 RUN_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$((RANDOM % 100 + 101))} \
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 
-.PHONY: venv test demo soak clean distclean
+.PHONY: venv test demo soak latency clean distclean
 
 venv: $(DEPS_STAMP)
 	tools/build_interfaces.sh $(VENV)
@@ -29,13 +29,18 @@ $(DEPS_STAMP): requirements.txt constraints.txt setup.py setup.cfg
 	touch $@
 
 test: venv
+	$(VENV)/bin/ruff check .
 	$(RUN_ENV) $(PY) -m pytest -q test
 
+# The harnesses live outside the installed package; -m runs them from the repository root.
 demo: venv
-	$(RUN_ENV) $(PY) -m cobra_ros.demo
+	$(RUN_ENV) $(PY) -m examples.demo
 
 soak: venv
-	$(RUN_ENV) $(PY) -m cobra_ros.ros.soak
+	$(RUN_ENV) $(PY) -m benchmarks.soak
+
+latency: venv
+	$(RUN_ENV) $(PY) -m benchmarks.ros_latency
 
 clean:
 	rm -rf build install log .pytest_cache *.egg-info

@@ -1,4 +1,4 @@
-"""Plain pip install (no ROS build): the Python package, its console scripts and the ament share files.
+"""Plain pip install (no ROS build): the Python package, console scripts and ament share files.
 
 The ROS 2 interfaces (cobra_ros.msg/srv/action) are generated only by the CMake build
 (colcon, or `make venv` here); metadata and console_scripts are in setup.cfg.

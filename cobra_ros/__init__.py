@@ -2,8 +2,8 @@
 
 `cobra_ros.load(path)` returns an engine; the ROS 2 layer lives in `cobra_ros.ros`.
 """
-# rosidl installs the generated interfaces (cobra_ros.msg / .srv / .action) as their own copy of this
-# package; let both halves resolve whichever copy Python found first.
+# rosidl installs the generated interfaces (cobra_ros.msg / .srv / .action) as their own copy of
+# this package; let both halves resolve whichever copy Python found first.
 from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)

@@ -35,7 +35,7 @@ def rgb():
 @pytest.fixture(scope="module")
 def ros_env():
     """DDS of this test module's nodes stays on this host, in a domain of this process's own."""
-    from cobra_ros.ros.testing import isolate_ros_traffic
+    from harness.ros import isolate_ros_traffic
 
     saved = dict(os.environ)
     isolate_ros_traffic()

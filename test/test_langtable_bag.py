@@ -1,3 +1,7 @@
+"""ROS 2 bags of image frames: written and read back through rosbags, sqlite3 and MCAP.
+
+How each encoding decodes (the same as in the node) is test_image_decoding.py's subject.
+"""
 import numpy as np
 import pytest
 
@@ -8,17 +12,19 @@ def _frames():
     rng = np.random.default_rng(0)
     for k in range(3):
         img = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
-        yield "/camera/image_raw", 1_000_000_000 + k * 100_000_000, "camera", img
-        yield "/camera/image_raw/compressed", 1_000_000_000 + k * 100_000_000 + 5, "camera_optical", img
+        stamp = 1_000_000_000 + k * 100_000_000
+        yield "/camera/image_raw", stamp, "camera", img
+        yield "/camera/image_raw/compressed", stamp + 5, "camera_optical", img
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
 def test_bag_round_trip(tmp_path, storage, encoding):
     frames = list(_frames())
-    path = bag.write_image_bag(tmp_path / "frames", frames, storage=storage,
-                               compressed={"/camera/image_raw/compressed": "png"}, encoding=encoding)
-    assert bag.image_topics(path) == {"/camera/image_raw": bag.IMAGE, "/camera/image_raw/compressed": bag.COMPRESSED}
+    path = bag.write_image_bag(tmp_path / "frames", frames, storage=storage, encoding=encoding,
+                               compressed={"/camera/image_raw/compressed": "png"})
+    assert bag.image_topics(path) == {"/camera/image_raw": bag.IMAGE,
+                                      "/camera/image_raw/compressed": bag.COMPRESSED}
     got = list(bag.iter_bag_images(path))
     assert len(got) == len(frames)
     by_key = {(f.topic, f.stamp_ns): f for f in got}
@@ -38,21 +44,3 @@ def test_jpeg_topic_and_missing_topic(tmp_path):
     assert np.abs(frame.rgb.astype(int) - img).max() < 8  # red stays red: RGB order survives JPEG
     with pytest.raises(KeyError, match="/nope"):
         list(bag.iter_bag_images(path, topics=["/nope"]))
-
-
-def test_image_encodings():
-    class Msg:
-        def __init__(self, data, encoding, h, w, step, big=0):
-            self.data, self.encoding, self.is_bigendian = data, encoding, big
-            self.height, self.width, self.step = h, w, step
-    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
-    padded = np.zeros((2, 12), np.uint8)  # row stride larger than the pixels
-    padded[:, :9] = rgb.reshape(2, 9)
-    np.testing.assert_array_equal(bag.image_to_rgb(Msg(padded.ravel(), "rgb8", 2, 3, 12)), rgb)
-    bgr = rgb[..., ::-1].reshape(-1)
-    np.testing.assert_array_equal(bag.image_to_rgb(Msg(bgr, "bgr8", 2, 3, 9)), rgb)
-    mono16 = np.array([[0x1234, 0xFF00]], ">u2").view(np.uint8).ravel()
-    out = bag.image_to_rgb(Msg(mono16, "mono16", 1, 2, 4, big=1))
-    assert out.shape == (1, 2, 3) and list(out[0, :, 0]) == [0x12, 0xFF]
-    with pytest.raises(ValueError, match="unsupported"):
-        bag.image_to_rgb(Msg(bgr, "32FC1", 2, 3, 12))

@@ -1,4 +1,4 @@
-"""Packaging checks: generated interfaces, package.xml, entry points, CMake install, launch file, YAML."""
+"""Packaging: generated interfaces, package.xml, entry points, CMake install, launch file, YAML."""
 import ast
 import configparser
 import importlib.metadata
@@ -23,7 +23,6 @@ ENTRY_POINTS = {
     "cobra-train": "cobra_ros.cli.train:main",
     "cobra-eval": "cobra_ros.cli.eval:main",
     "cobra-bench": "cobra_ros.cli.bench:main",
-    "cobra-ros-latency": "cobra_ros.cli.ros_latency:main",
 }
 
 
@@ -47,7 +46,8 @@ def test_scene_description_fields():
     msg = SceneDescription(text="a red moon", is_final=True, num_tokens=3, decode_ms=1.5)
     msg.header.frame_id = "camera_optical_frame"
     assert (msg.text, msg.is_final, msg.num_tokens) == ("a red moon", True, 3)
-    with pytest.raises(AssertionError):  # uint32 (checked when asked to, as ROS_PYTHON_CHECK_FIELDS=1 does)
+    # uint32 (checked when asked to, as ROS_PYTHON_CHECK_FIELDS=1 does)
+    with pytest.raises(AssertionError):
         SceneDescription(num_tokens=-1, check_fields=True)
 
 
@@ -61,7 +61,10 @@ def test_ask_services():
     assert Ask.Response.get_fields_and_field_types() == {
         "success": "boolean", "message": "string", "answer": "string",
         "image_stamp": "builtin_interfaces/Time", "latency_ms": "float"}
-    assert AskYesNo.Request.get_fields_and_field_types() == {"question": "string", "camera": "string"}
+    assert AskYesNo.Request.get_fields_and_field_types() == {
+        "question": "string",
+        "camera": "string",
+    }
     assert AskYesNo.Response.get_fields_and_field_types() == {
         "success": "boolean", "message": "string", "answer": "boolean", "probability": "float",
         "image_stamp": "builtin_interfaces/Time", "latency_ms": "float"}
@@ -85,7 +88,10 @@ def test_describe_action():
         "partial_text": "string", "num_tokens": "uint32"}
     assert isinstance(Describe.Result().description, SceneDescription)
     # the service/message types rclpy's ActionServer/ActionClient are built from
-    assert Describe.Impl.SendGoalService.Request.get_fields_and_field_types()["goal"] == "cobra_ros/Describe_Goal"
+    assert (
+        Describe.Impl.SendGoalService.Request.get_fields_and_field_types()["goal"]
+        == "cobra_ros/Describe_Goal"
+    )
     assert "feedback" in Describe.Impl.FeedbackMessage.get_fields_and_field_types()
 
 
@@ -107,7 +113,10 @@ def test_our_init_wins_over_generated_one():
     assert installed.read_text() == (ROOT / "cobra_ros" / "__init__.py").read_text()
     assert hasattr(cobra_ros, "load")
     # both halves resolve: the repo's subpackages and the generated interfaces
-    assert {Path(p).resolve() for p in cobra_ros.__path__} >= {installed.parent.resolve(), (ROOT / "cobra_ros").resolve()}
+    assert {Path(p).resolve() for p in cobra_ros.__path__} >= {
+        installed.parent.resolve(),
+        (ROOT / "cobra_ros").resolve(),
+    }
 
 
 # --- package.xml ----------------------------------------------------------------------------
@@ -120,13 +129,27 @@ def test_package_xml_validates_and_declares_dependencies():
     assert pkg.name == "cobra_ros" and pkg.package_format == 3
     assert pkg.get_build_type() == "ament_cmake"
     assert {g.name for g in pkg.member_of_groups} == {"rosidl_interface_packages"}
-    assert names(pkg.buildtool_depends) >= {"ament_cmake", "ament_cmake_python", "rosidl_default_generators"}
+    assert names(pkg.buildtool_depends) >= {
+        "ament_cmake",
+        "ament_cmake_python",
+        "rosidl_default_generators",
+    }
     # <depend> puts a name into build, build_export and exec depends
     for dep in ("builtin_interfaces", "std_msgs", "sensor_msgs", "action_msgs"):
         assert dep in names(pkg.build_depends) and dep in names(pkg.exec_depends), dep
     assert names(pkg.exec_depends) >= {
-        "rosidl_default_runtime", "rclpy", "std_srvs", "diagnostic_msgs", "lifecycle_msgs", "cv_bridge",
-        "python3-numpy", "python3-opencv", "python3-torch", "python3-torchvision", "python3-yaml"}
+        "rosidl_default_runtime",
+        "rclpy",
+        "std_srvs",
+        "diagnostic_msgs",
+        "lifecycle_msgs",
+        "cv_bridge",
+        "python3-numpy",
+        "python3-opencv",
+        "python3-torch",
+        "python3-torchvision",
+        "python3-yaml",
+    }
     assert "python3-pytest" in names(pkg.test_depends)
     assert pkg.version == configparser_setup_cfg()["metadata"]["version"]
 
@@ -153,7 +176,9 @@ def configparser_setup_cfg():
 
 def setup_cfg_console_scripts():
     text = configparser_setup_cfg()["options.entry_points"]["console_scripts"]
-    return dict(tuple(part.strip() for part in line.split("=")) for line in text.strip().splitlines())
+    return dict(
+        tuple(part.strip() for part in line.split("=")) for line in text.strip().splitlines()
+    )
 
 
 def _setup_py(monkeypatch, stop_after):
@@ -164,7 +189,9 @@ def _setup_py(monkeypatch, stop_after):
 def test_console_scripts_are_the_contract(monkeypatch):
     assert setup_cfg_console_scripts() == ENTRY_POINTS
     dist = _setup_py(monkeypatch, "config")
-    assert sorted(dist.entry_points["console_scripts"]) == sorted(f"{k} = {v}" for k, v in ENTRY_POINTS.items())
+    assert sorted(dist.entry_points["console_scripts"]) == sorted(
+        f"{k} = {v}" for k, v in ENTRY_POINTS.items()
+    )
 
 
 def test_installed_distribution_has_the_console_scripts():
@@ -190,7 +217,27 @@ def test_setup_py_installs_the_ament_share_files(monkeypatch):
     assert files["share/cobra_ros"] == ["package.xml"]
     assert "launch/describe.launch.py" in files["share/cobra_ros/launch"]
     assert "config/cobra.yaml" in files["share/cobra_ros/config"]
-    assert set(dist.packages) >= {"cobra_ros", "cobra_ros.model", "cobra_ros.ros", "cobra_ros.langtable"}
+    assert set(dist.packages) >= {
+        "cobra_ros",
+        "cobra_ros.model",
+        "cobra_ros.ros",
+        "cobra_ros.langtable",
+    }
+
+
+def test_harnesses_stay_out_of_the_library(monkeypatch):
+    """Only cobra_ros/ is installed (setup.py, CMake): nothing in it may need the harness, example
+    or benchmark folders, and no test gadget (a pickle that runs a command) may sit in it."""
+    dist = _setup_py(monkeypatch, "init")
+    assert all(p == "cobra_ros" or p.startswith("cobra_ros.") for p in dist.packages)
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    for folder in ("harness", "benchmarks", "examples", "test"):
+        assert not re.search(rf"install\((DIRECTORY|FILES|PROGRAMS)[^)]*\b{folder}\b", cmake)
+    for path in (ROOT / "cobra_ros").rglob("*.py"):
+        text = path.read_text()
+        imports = re.search(r"^\s*(from|import)\s+(harness|benchmarks|examples)\b", text, re.M)
+        assert not imports, path
+        assert "__reduce__" not in text and "os.system" not in text, path
 
 
 def test_cmake_installed_the_share_files():
@@ -214,7 +261,10 @@ def test_launch_file_declares_the_arguments():
         if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "DeclareLaunchArgument"
     }
     assert declared >= {"model_path", "device", "image_topic", "namespace"}
-    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    assert any(
+        isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"
+        for n in tree.body
+    )
 
 
 class _Recorder:
@@ -259,7 +309,11 @@ def _launch(monkeypatch, **overrides):
     namespace = {"__name__": "describe_launch", "__file__": str(LAUNCH)}
     exec(compile(LAUNCH.read_text(), str(LAUNCH), "exec"), namespace)
     entities = namespace["generate_launch_description"]()
-    defaults = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    defaults = {
+        e.args[0]: e.kwargs["default_value"]
+        for e in entities
+        if type(e).__name__ == "DeclareLaunchArgument"
+    }
     opaque = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
     assert len(opaque) == 1
     (node,) = opaque[0].kwargs["function"]({**defaults, **overrides})
@@ -270,7 +324,11 @@ def _launch(monkeypatch, **overrides):
 def test_launch_defaults_keep_the_yaml(monkeypatch):
     defaults, node = _launch(monkeypatch)
     assert defaults["params_file"] == "/opt/share/cobra_ros/config/cobra.yaml"
-    assert (node["package"], node["executable"], node["name"]) == ("cobra_ros", "cobra_node", "cobra")
+    assert (node["package"], node["executable"], node["name"]) == (
+        "cobra_ros",
+        "cobra_node",
+        "cobra",
+    )
     assert node["namespace"] is None
     assert node["remappings"] == [("image", "image")]
     assert node["parameters"] == [defaults["params_file"]]
@@ -363,13 +421,18 @@ def test_interfaces_round_trip_through_rclpy():
 
         client = node.create_client(Ask, "ask")
         assert client.wait_for_service(timeout_sec=10.0)
-        assert spin_until(client.call_async(Ask.Request(question="left?")), "Ask response").answer == "LEFT?"
+        assert (
+            spin_until(client.call_async(Ask.Request(question="left?")), "Ask response").answer
+            == "LEFT?"
+        )
 
         feedback = []
         action = ActionClient(node, Describe, "describe")
         assert action.wait_for_server(timeout_sec=10.0)
-        goal = spin_until(action.send_goal_async(Describe.Goal(prompt="go"), feedback_callback=feedback.append),
-                          "goal acceptance")
+        goal = spin_until(
+            action.send_goal_async(Describe.Goal(prompt="go"), feedback_callback=feedback.append),
+            "goal acceptance",
+        )
         assert goal.accepted
         result = spin_until(goal.get_result_async(), "Describe result").result
         assert (result.success, result.description.text) == (True, "go!")

@@ -10,7 +10,8 @@ from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
 from cobra_ros.ros.image_conversion import to_image_msg
-from cobra_ros.ros.testing import CobraClient, NodeProcess, write_pickled_model_copy
+from harness.ros import CobraClient, NodeProcess
+from hostile_checkpoint import write_pickled_model_copy
 
 NS = f"/cobra_lifecycle_test_{os.getpid()}"
 

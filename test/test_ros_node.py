@@ -20,7 +20,8 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
 
 from cobra_ros.ros.image_conversion import to_image_msg
-from cobra_ros.ros.testing import CobraClient, NodeProcess, write_pickled_model_copy
+from harness.ros import CobraClient, NodeProcess
+from hostile_checkpoint import write_pickled_model_copy
 
 NS = f"/cobra_node_test_{os.getpid()}"
 PROMPT = "What is on the table?"

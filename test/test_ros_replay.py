@@ -11,7 +11,7 @@ from std_msgs.msg import String
 
 from cobra_ros.langtable.replay import SyntheticSource, iter_frames
 from cobra_ros.ros.image_conversion import to_rgb
-from cobra_ros.ros.testing import NodeProcess, RosClient
+from harness.ros import NodeProcess, RosClient
 
 NS = f"/cobra_replay_test_{os.getpid()}"
 

@@ -17,10 +17,12 @@ from cobra_ros.model.mamba import MambaLM, init_weights, long_memory_init
 
 
 def test_patch_targets_put_each_block_in_its_patch():
-    # 112 px model input seen as a 320x180 render: a block at render pixel (300, 10) is in the top-right patch.
+    # 112 px model input seen as a 320x180 render: a block at render pixel (300, 10) is in the
+    # top-right patch.
     truths = [[BlockTruth("red_moon", "red", "moon", 0.0, 0.0, 0.0, 300.0, 10.0, 1.0),
                BlockTruth("blue_cube", "blue", "cube", 0.0, 0.0, 0.0, 5.0, 170.0, 1.0),
-               BlockTruth("green_star", "green", "star", 0.0, 0.0, 0.0, 160.0, 90.0, 0.2)]]  # hidden: no target
+               # hidden: no target
+               BlockTruth("green_star", "green", "star", 0.0, 0.0, 0.0, 160.0, 90.0, 0.2)]]
     present, offset = train.patch_targets(truths, grid=8, image_size=112)
     names = list(questions.ALL_BLOCKS)
     assert present[0, 0 * 8 + 7, names.index("red_moon")] == 1
@@ -30,24 +32,49 @@ def test_patch_targets_put_each_block_in_its_patch():
 
 
 def test_scene_table_lists_the_visible_blocks_on_a_unit_board():
-    truths = [[BlockTruth("red_moon", "red", "moon", X_MIN, Y_MAX, 0.0, 0.0, 0.0, 1.0),
-               BlockTruth("blue_cube", "blue", "cube", (X_MIN + X_MAX) / 2, (Y_MIN + Y_MAX) / 2, 0.0, 0.0, 0.0, 1.0),
-               BlockTruth("green_star", "green", "star", X_MAX, Y_MIN, 0.0, 0.0, 0.0, 0.2)]]  # hidden
+    truths = [
+        [
+            BlockTruth("red_moon", "red", "moon", X_MIN, Y_MAX, 0.0, 0.0, 0.0, 1.0),
+            BlockTruth(
+                "blue_cube",
+                "blue",
+                "cube",
+                (X_MIN + X_MAX) / 2,
+                (Y_MIN + Y_MAX) / 2,
+                0.0,
+                0.0,
+                0.0,
+                1.0,
+            ),
+            # hidden
+            BlockTruth("green_star", "green", "star", X_MAX, Y_MIN, 0.0, 0.0, 0.0, 0.2),
+        ]
+    ]
     present, where = train.scene_table(truths)
     names = list(questions.ALL_BLOCKS)
-    assert present.sum() == 2 and present[0, names.index("red_moon")] == 1 and present[0, names.index("blue_cube")] == 1
+    assert (
+        present.sum() == 2
+        and present[0, names.index("red_moon")] == 1
+        and present[0, names.index("blue_cube")] == 1
+    )
     torch.testing.assert_close(where[0, names.index("red_moon")], torch.tensor([0.0, 1.0]))
     torch.testing.assert_close(where[0, names.index("blue_cube")], torch.tensor([0.5, 0.5]))
 
 
 def test_standardised_projector_computes_the_same_as_on_standardised_features():
     model = random_cobra(preset("micro"))
-    features = torch.randn(6, 4, model.cfg.vision_dim) * torch.linspace(1, 80, model.cfg.vision_dim) + 7
+    features = (
+        torch.randn(6, 4, model.cfg.vision_dim) * torch.linspace(1, 80, model.cfg.vision_dim) + 7
+    )
     reference = copy.deepcopy(model.projector)
     train.standardise_projector_input(model, features)
     flat = features.flatten(0, 1)
-    torch.testing.assert_close(model.projector(features), reference((features - flat.mean(0)) / flat.std(0)),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        model.projector(features),
+        reference((features - flat.mean(0)) / flat.std(0)),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_scene_probe_reads_what_its_layer_reads_and_teaches_the_lm_the_context():
@@ -57,20 +84,26 @@ def test_scene_probe_reads_what_its_layer_reads_and_teaches_the_lm_the_context()
     long_memory_init(llm, torch.Generator().manual_seed(1))
     probe = train.SceneProbe(64, layer=2, n_blocks=8)
     mixer_input = []
-    llm.backbone.layers[2].mixer.register_forward_pre_hook(lambda m, args: mixer_input.append(args[0]))
+    llm.backbone.layers[2].mixer.register_forward_pre_hook(
+        lambda m, args: mixer_input.append(args[0])
+    )
     with probe.watching(llm) as seen:
         llm(llm.embed(torch.randint(0, 16, (2, 5))))
     assert torch.equal(seen[-1], mixer_input[-1])
 
-    # Contexts of 24 tokens: filler (id 8) with 3 of 8 "block" tokens (ids 0-7) at random places. Trained on
-    # the probe's loss alone, the LM learns to keep which blocks it has read in the state after the context.
+    # Contexts of 24 tokens: filler (id 8) with 3 of 8 "block" tokens (ids 0-7) at random places.
+    # Trained on the probe's loss alone, the LM learns to keep which blocks it has read in the
+    # state after the context.
     gen = torch.Generator().manual_seed(0)
 
     def batch(n):
         ids = torch.full((n, 24), 8)
         present = torch.zeros(n, 8)
         for i in range(n):
-            blocks, places = torch.randperm(8, generator=gen)[:3], torch.randperm(24, generator=gen)[:3]
+            blocks, places = (
+                torch.randperm(8, generator=gen)[:3],
+                torch.randperm(24, generator=gen)[:3],
+            )
             ids[i, places] = blocks
             present[i, blocks] = 1
         return ids, present, torch.zeros(n, 8, 2)
@@ -95,10 +128,12 @@ def test_scene_probe_reads_what_its_layer_reads_and_teaches_the_lm_the_context()
 
 def test_presence_accuracy_scores_patch_logits_against_the_scenes():
     data = questions.make_examples(4, 12, image_size=None)
-    present, _ = train.patch_targets(data.truths, grid=8, image_size=112)  # truths in 320x180 render pixels
+    # truths in 320x180 render pixels
+    present, _ = train.patch_targets(data.truths, grid=8, image_size=112)
     logits = present * 20 - 10  # a head that is right about every patch
     assert train.presence_accuracy(logits, data.truths) == 1.0
-    # a head that always says "present" (or never) is balanced to 0.5 although "present" is right ~76% of the time
+    # a head that always says "present" (or never) is balanced to 0.5 although "present" is right
+    # ~76% of the time
     assert train.presence_accuracy(torch.full_like(logits, 10), data.truths) == 0.5
     assert train.presence_accuracy(torch.full_like(logits, -10), data.truths) == 0.5
     # the same head answering about other scenes: about chance
@@ -106,7 +141,7 @@ def test_presence_accuracy_scores_patch_logits_against_the_scenes():
 
 
 def _image_gradient_ratio(memory_init: bool) -> float:
-    """|d answer logit / d image tokens| relative to |d answer logit / d question tokens| at initialisation."""
+    """|d answer logit / d image tokens| over |d answer logit / d question tokens|, at init."""
     torch.manual_seed(0)
     llm = MambaLM(preset("tiny").llm)
     init_weights(llm, torch.Generator().manual_seed(0))
@@ -136,16 +171,21 @@ def test_batches_label_only_answer_tokens_and_honour_the_curriculum(tiny_engine)
             start = int((lab != train.IGNORE).nonzero()[0])
             question = tok.decode(seq[:start + 1].tolist())
             assert "Is there a" in question or "Do you see a" in question
-            # the question belongs to the picked image: its presence label matches that scene's truth
+            # the question belongs to the picked image: its presence label matches that scene's
+            # truth
             scene = data.truths[int(picked[row])]
             name = next(n for n in questions.ALL_BLOCKS if questions.block_text(n) in question)
-            assert (answer[0] == tok.yes_id) == any(b.name == name and b.visible >= 0.5 for b in scene)
+            assert (answer[0] == tok.yes_id) == any(
+                b.name == name and b.visible >= 0.5 for b in scene
+            )
 
 
 def test_mentions_point_at_the_end_of_each_visible_block_a_question_names(tiny_engine):
     tok = tiny_engine.tokenizer
     data = questions.make_examples(5, 6, image_size=32)
-    batches = train.Batches(data, tok, seed=0, relations={"left_of", "between", "presence", "where", "describe"})
+    batches = train.Batches(
+        data, tok, seed=0, relations={"left_of", "between", "presence", "where", "describe"}
+    )
     picked, groups = batches.sample(6, 6)
     seen = 0
     for rows, ids, labels, ((seq, pos, slot), where), *_ in groups:
@@ -156,13 +196,24 @@ def test_mentions_point_at_the_end_of_each_visible_block_a_question_names(tiny_e
             named = tok.decode(ids[i, :p + 1].tolist())
             block = next(b for b in train.visible_blocks(data.truths[int(picked[rows[i]])])
                          if named.endswith(questions.block_text(b.name)))
-            assert xy.tolist() == pytest.approx([(block.x - X_MIN) / (X_MAX - X_MIN), (block.y - Y_MIN) / (Y_MAX - Y_MIN)])
+            assert xy.tolist() == pytest.approx(
+                [(block.x - X_MIN) / (X_MAX - X_MIN), (block.y - Y_MIN) / (Y_MAX - Y_MIN)]
+            )
             seen += 1
-        # one mention per visible named block: two for left_of, three for between, none for a description
+        # one mention per visible named block: two for left_of, three for between, none for a
+        # description
         for i in range(len(rows)):
-            question = tok.decode(ids[i, :int((labels[i] != train.IGNORE).nonzero()[0]) + 1].tolist())
-            expected = 0 if "Describe" in question else sum(
-                questions.block_text(b.name) in question for b in train.visible_blocks(data.truths[int(picked[rows[i]])]))
+            question = tok.decode(
+                ids[i, : int((labels[i] != train.IGNORE).nonzero()[0]) + 1].tolist()
+            )
+            expected = (
+                0
+                if "Describe" in question
+                else sum(
+                    questions.block_text(b.name) in question
+                    for b in train.visible_blocks(data.truths[int(picked[rows[i]])])
+                )
+            )
             assert int((seq == i).sum()) == expected, question
     assert seen > 10
 
@@ -170,33 +221,49 @@ def test_mentions_point_at_the_end_of_each_visible_block_a_question_names(tiny_e
 def test_places_sit_at_the_answering_token_one_slot_per_named_block_in_order(tiny_engine):
     tok = tiny_engine.tokenizer
     data = questions.make_examples(5, 6, image_size=32)
-    batches = train.Batches(data, tok, seed=0, relations={"between", "left_of", "closest", "colour", "describe"})
+    batches = train.Batches(
+        data, tok, seed=0, relations={"between", "left_of", "closest", "colour", "describe"}
+    )
     picked, groups = batches.sample(6, 6)
     per_slot, asked = [0] * train.MOST_NAMED, set()
     for rows, ids, labels, _, ((seq, pos, slot), where), ((ask_seq, ask_pos), kind) in groups:
         for i in range(len(rows)):
             answer_from = int((labels[i] != train.IGNORE).nonzero()[0])
             question = tok.decode(ids[i, :answer_from + 1].tolist())
-            # every block the question names, in the order it names them; only the visible ones have a place
-            order = [n for _, n in sorted((question.find(questions.block_text(n)), n) for n in questions.ALL_BLOCKS
-                                          if questions.block_text(n) in question)]
+            # every block the question names, in the order it names them; only the visible ones
+            # have a place
+            order = [
+                n
+                for _, n in sorted(
+                    (question.find(questions.block_text(n)), n)
+                    for n in questions.ALL_BLOCKS
+                    if questions.block_text(n) in question
+                )
+            ]
             visible = {b.name: b for b in train.visible_blocks(data.truths[int(picked[rows[i]])])}
             want = {} if "Describe" in question else \
                 {k: train.board_xy(visible[n]) for k, n in enumerate(order) if n in visible}
             mine = (seq == i).nonzero().flatten().tolist()
-            assert all(int(pos[k]) == answer_from for k in mine)  # the token whose logits give the answer
+            # the token whose logits give the answer
+            assert all(int(pos[k]) == answer_from for k in mine)
             got = {int(slot[k]): where[k].tolist() for k in mine}
-            assert got.keys() == want.keys() and all(got[k] == pytest.approx(want[k]) for k in got), question
+            assert got.keys() == want.keys() and all(
+                got[k] == pytest.approx(want[k]) for k in got
+            ), question
             for k in got:
                 per_slot[k] += 1
             # a yes/no question also says which relation it asks, at the same token
             mine = (ask_seq == i).nonzero().flatten().tolist()
-            assert len(mine) == int("Is the" in question), question  # only the yes/no questions ask one
+            # only the yes/no questions ask one
+            assert len(mine) == int("Is the" in question), question
             for k in mine:
                 assert int(ask_pos[k]) == answer_from
                 relation = questions.RELATIONS[int(kind[k])]
                 names = dict(zip("abc", map(questions.block_text, order)))
-                assert any(t.format(**names) in question for t in questions.TEMPLATES[relation]), (relation, question)
+                assert any(t.format(**names) in question for t in questions.TEMPLATES[relation]), (
+                    relation,
+                    question,
+                )
                 asked.add(relation)
     assert min(per_slot) >= 2, per_slot  # "between" fills the third slot
     assert asked == {"between", "left_of"}
@@ -204,11 +271,13 @@ def test_places_sit_at_the_answering_token_one_slot_per_named_block_in_order(tin
 
 @pytest.mark.parametrize("places", [False, True])
 def test_line_probes_score_their_tokens_and_train_only_the_layers_below_them(tiny_engine, places):
-    """The mention probe (one place per block name) and the places probe (every named block's place at the
-    answering token, one slot each)."""
+    """The mention probe (one place per block name) and the places probe (every named block's place
+    at the answering token, one slot each)."""
     model, tok = tiny_engine.model, tiny_engine.tokenizer
     data = questions.make_examples(5, 4, image_size=32)
-    picked, groups = train.Batches(data, tok, seed=0, relations={"left_of", "where", "between"}).sample(4, 4)
+    picked, groups = train.Batches(
+        data, tok, seed=0, relations={"left_of", "where", "between"}
+    ).sample(4, 4)
     probe = train.MentionProbe(model.cfg.llm.d_model, layer=1, **(
         {"slots": train.MOST_NAMED, "kinds": len(questions.RELATIONS)} if places else {}))
     features = train.tower_features(model, data.images[picked.numpy()])
@@ -218,10 +287,16 @@ def test_line_probes_score_their_tokens_and_train_only_the_layers_below_them(tin
     assert losses[3 if places else 4] == 0  # the other one is off
     losses[4 if places else 3].backward()
     layers = model.llm.backbone.layers
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[0].mixer.parameters() if p.requires_grad)
-    assert all(p.grad is None or not p.grad.any() for p in layers[1].mixer.parameters())  # the probe reads layer 1's input
-    # reference: the mean L1 error, over all targets of both groups, of the head on layer 1's normed input there
-    # (plus, for the places probe, the mean cross-entropy of which relation each yes/no question asks)
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0
+        for p in layers[0].mixer.parameters()
+        if p.requires_grad
+    )
+    # the probe reads layer 1's input
+    assert all(p.grad is None or not p.grad.any() for p in layers[1].mixer.parameters())
+    # reference: the mean L1 error, over all targets of both groups, of the head on layer 1's
+    # normed input there (plus, for the places probe, the mean cross-entropy of which relation each
+    # yes/no question asks)
     errors, asked = [], []
     with torch.no_grad():
         tokens = model.prefix_embeds(model.projector(features), tok.bos_id)
@@ -229,7 +304,9 @@ def test_line_probes_score_their_tokens_and_train_only_the_layers_below_them(tin
         for rows, ids, _, mentions, named_places, ((ask_seq, ask_pos), kind) in groups:
             (seq, pos, slot), where = named_places if places else mentions
             with train.watching(model.llm, 1) as seen:
-                model.llm(model.llm.embed(ids), train.MambaState(state.conv[:, rows], state.ssm[:, rows]))
+                model.llm(
+                    model.llm.embed(ids), train.MambaState(state.conv[:, rows], state.ssm[:, rows])
+                )
             for s, p, k, xy in zip(seq, pos, slot, where):
                 guess = torch.sigmoid(probe.head(seen[-1][s, p]))[2 * k:2 * k + 2]
                 errors.append(float((guess - xy).abs().sum()))
@@ -237,14 +314,20 @@ def test_line_probes_score_their_tokens_and_train_only_the_layers_below_them(tin
                 logits = probe.head(seen[-1][s, p])[2 * probe.slots:]
                 asked.append(float(torch.logsumexp(logits, 0) - logits[k]))
     expected = np.mean(errors) + (np.mean(asked) if places else 0.0)
-    assert len(errors) > 8 and len(asked) >= 5 * places and losses[4 if places else 3].item() == pytest.approx(expected, rel=1e-4)
+    assert (
+        len(errors) > 8
+        and len(asked) >= 5 * places
+        and losses[4 if places else 3].item() == pytest.approx(expected, rel=1e-4)
+    )
     model.llm.zero_grad(set_to_none=True)  # the engine is shared with other tests
 
 
 def test_answer_loss_weighs_every_token_or_every_answer_the_same(tiny_engine):
     model, tok = tiny_engine.model.eval(), tiny_engine.tokenizer
     data = questions.make_examples(4, 3, image_size=32)
-    picked, groups = train.Batches(data, tok, seed=0, relations={"presence", "describe"}).sample(3, 3)
+    picked, groups = train.Batches(data, tok, seed=0, relations={"presence", "describe"}).sample(
+        3, 3
+    )
     assert len(groups) == 2  # short (yes/no) and long (description) answers
     with torch.no_grad():
         features = train.tower_features(model, data.images[picked.numpy()])
@@ -257,41 +340,71 @@ def test_answer_loss_weighs_every_token_or_every_answer_the_same(tiny_engine):
                 counts.append(int((lab != train.IGNORE).sum()))
                 sums.append(float(mean) * counts[-1])
         per_token, *_ = train.loss_on_answers(model, features, groups, tok.bos_id)
-        per_answer, *_ = train.loss_on_answers(model, features, groups, tok.bos_id, weigh_answers=True)
+        per_answer, *_ = train.loss_on_answers(
+            model, features, groups, tok.bos_id, weigh_answers=True
+        )
     assert float(per_token) == pytest.approx(sum(sums) / sum(counts), rel=1e-4)
     assert float(per_answer) == pytest.approx(np.mean(np.array(sums) / np.array(counts)), rel=1e-4)
-    assert abs(float(per_answer) - float(per_token)) > 1e-3  # the two weightings differ on mixed lengths
+    # the two weightings differ on mixed lengths
+    assert abs(float(per_answer) - float(per_token)) > 1e-3
 
 
 def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     import cobra_ros
 
-    cfg = train.TrainConfig(preset="micro", scenes=60, steps=60, scenes_per_step=8, questions_per_scene=4,
-                            tower_steps=5, tower_batch=8, eval_scenes=4, warmup=5, first_steps=10, threads=1,
-                            lr=1e-2, scene_loss=0.5, token_loss=0.5, mention_loss=0.5, places_loss=0.5,
-                            standardise=True)
+    cfg = train.TrainConfig(
+        preset="micro",
+        scenes=60,
+        steps=60,
+        scenes_per_step=8,
+        questions_per_scene=4,
+        tower_steps=5,
+        tower_batch=8,
+        eval_scenes=4,
+        warmup=5,
+        first_steps=10,
+        threads=1,
+        lr=1e-2,
+        scene_loss=0.5,
+        token_loss=0.5,
+        mention_loss=0.5,
+        places_loss=0.5,
+        standardise=True,
+    )
     summary = train.train(tmp_path / "m", cfg, log=lambda *_: None)
     history = json.loads((tmp_path / "m" / "training.json").read_text())["history"]
     first, last = np.mean(history["loss"][:5]), np.mean(history["loss"][-5:])
     assert last < 0.5 * first, (first, last)  # at least the answer format is learnt
     assert len(history["scene_loss"]) == 60 and all(np.isfinite(history["scene_loss"]))
     # the image tokens learn to say which blocks are where
-    assert np.mean(history["token_loss"][-10:]) < 0.8 * np.mean(history["token_loss"][:5]), history["token_loss"]
+    assert np.mean(history["token_loss"][-10:]) < 0.8 * np.mean(history["token_loss"][:5]), (
+        history["token_loss"]
+    )
     assert len(history["mention_loss"]) == 60 and all(np.isfinite(history["mention_loss"]))
     assert len(history["places_loss"]) == 60 and all(np.isfinite(history["places_loss"]))
     assert set(summary["held_out_tower_presence"]) == {"dino", "siglip"}
     assert (tmp_path / "m" / "loss.png").stat().st_size > 0
     engine = cobra_ros.load(tmp_path / "m")
     frame = engine.encode(np.zeros((64, 64, 3), np.uint8))
-    assert engine.ask(frame, "Is there a red moon?", max_new_tokens=3).text.strip() in ("Yes", "No")
+    assert engine.ask(frame, "Is there a red moon?", max_new_tokens=3).text.strip() in (
+        "Yes",
+        "No",
+    )
     assert 0.0 <= summary["held_out_yes_no"] <= 1.0
 
-    # continuing from the saved model trains its projector and LM and leaves the frozen towers as they were
-    more = train.TrainConfig(**{**vars(cfg), "init_from": str(tmp_path / "m"), "tower_steps": 0, "steps": 3})
+    # continuing from the saved model trains its projector and LM and leaves the frozen towers as
+    # they were
+    more = train.TrainConfig(
+        **{**vars(cfg), "init_from": str(tmp_path / "m"), "tower_steps": 0, "steps": 3}
+    )
     train.train(tmp_path / "m2", more, log=lambda *_: None)
     before, after = cobra_ros.load(tmp_path / "m").model, cobra_ros.load(tmp_path / "m2").model
-    assert not torch.equal(before.llm.backbone.embedding.weight, after.llm.backbone.embedding.weight)
-    assert not torch.equal(before.projector.projector[0].weight, after.projector.projector[0].weight)
+    assert not torch.equal(
+        before.llm.backbone.embedding.weight, after.llm.backbone.embedding.weight
+    )
+    assert not torch.equal(
+        before.projector.projector[0].weight, after.projector.projector[0].weight
+    )
     for a, b in zip(before.vision.state_dict().values(), after.vision.state_dict().values()):
         assert torch.equal(a, b)
     # ... unless all of its steps are probe steps, which train only the freshly started probe heads
@@ -301,43 +414,79 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     for a, b in zip(before.state_dict().values(), kept.state_dict().values()):
         assert torch.equal(a, b)
 
-    # a fresh projector and LM on the saved model's towers, here the LDPv2 projector pooling the image to 1 token
-    fresh = train.TrainConfig(**{**vars(cfg), "towers_from": str(tmp_path / "m"), "tower_steps": 0, "steps": 2,
-                                 "projector": "fused-ldpnet", "ldp_grid": 1})
+    # a fresh projector and LM on the saved model's towers, here the LDPv2 projector pooling the
+    # image to 1 token
+    fresh = train.TrainConfig(
+        **{
+            **vars(cfg),
+            "towers_from": str(tmp_path / "m"),
+            "tower_steps": 0,
+            "steps": 2,
+            "projector": "fused-ldpnet",
+            "ldp_grid": 1,
+        }
+    )
     train.train(tmp_path / "m3", fresh, log=lambda *_: None)
     pooled = cobra_ros.load(tmp_path / "m3")
-    assert pooled.encode(np.zeros((64, 64, 3), np.uint8)).num_prefix_tokens == 2  # BOS + one image token
+    # BOS + one image token
+    assert pooled.encode(np.zeros((64, 64, 3), np.uint8)).num_prefix_tokens == 2
     reused = pooled.model
     for a, b in zip(before.vision.state_dict().values(), reused.vision.state_dict().values()):
         assert torch.equal(a, b)
-    assert not torch.allclose(before.llm.backbone.embedding.weight, reused.llm.backbone.embedding.weight)
+    assert not torch.allclose(
+        before.llm.backbone.embedding.weight, reused.llm.backbone.embedding.weight
+    )
 
-    # continuing into fused-ldpnet-pos: the same image tokens at first, then a position embedding that learnt
+    # continuing into fused-ldpnet-pos: the same image tokens at first, then a position embedding
+    # that learnt
     extended = train.extend_projector(reused, "fused-ldpnet-pos").eval()
-    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 28, 28, 3), dtype=np.uint8))
+    images = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, (2, 28, 28, 3), dtype=np.uint8)
+    )
     with torch.no_grad():
         assert torch.equal(reused.image_tokens(images), extended.image_tokens(images))
     with pytest.raises(ValueError, match="cannot continue"):
-        train.extend_projector(before, "fused-ldpnet-pos")  # fused-gelu-mlp's layers are not LDPv2's
-    train.train(tmp_path / "m4", train.TrainConfig(**{**vars(cfg), "init_from": str(tmp_path / "m3"), "steps": 3,
-                                                       "tower_steps": 0, "projector": "fused-ldpnet-pos"}),
-                log=lambda *_: None)
+        # fused-gelu-mlp's layers are not LDPv2's
+        train.extend_projector(before, "fused-ldpnet-pos")
+    train.train(
+        tmp_path / "m4",
+        train.TrainConfig(
+            **{
+                **vars(cfg),
+                "init_from": str(tmp_path / "m3"),
+                "steps": 3,
+                "tower_steps": 0,
+                "projector": "fused-ldpnet-pos",
+            }
+        ),
+        log=lambda *_: None,
+    )
     position = cobra_ros.load(tmp_path / "m4").model.projector.position
-    assert position.shape == (reused.cfg.num_patches, reused.cfg.vision_dim) and position.abs().max() > 0
+    assert (
+        position.shape == (reused.cfg.num_patches, reused.cfg.vision_dim)
+        and position.abs().max() > 0
+    )
 
 
 def test_train_command_line_reads_switches_as_booleans():
     from cobra_ros.cli.train import parse_args
 
-    out, cfg = parse_args(["--out", "m", "--memory-init", "false", "--standardise", "true", "--scene-loss", "0.5"])
+    out, cfg = parse_args(
+        ["--out", "m", "--memory-init", "false", "--standardise", "true", "--scene-loss", "0.5"]
+    )
     assert (out, cfg.memory_init, cfg.standardise, cfg.scene_loss) == ("m", False, True, 0.5)
     with pytest.raises(SystemExit):
         parse_args(["--out", "m", "--memory-init", "maybe"])
 
 
-@pytest.mark.parametrize("argv", [["--ldp-grid", "2"],  # the preset's projector does not pool
-                                  ["--init-from", "m0", "--projector", "fused-ldpnet", "--ldp-grid", "4"],
-                                  ["--init-from", "m0", "--towers-from", "m0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--ldp-grid", "2"],  # the preset's projector does not pool
+        ["--init-from", "m0", "--projector", "fused-ldpnet", "--ldp-grid", "4"],
+        ["--init-from", "m0", "--towers-from", "m0"],
+    ],
+)
 def test_train_command_line_rejects_options_it_would_ignore(argv, capsys):
     from cobra_ros.cli.train import parse_args
 

@@ -1,12 +1,14 @@
-"""What does the token that answers a yes/no question know? Linear probes on what each LM layer reads there.
+"""What does the token that answers a yes/no question know? Linear probes on each LM layer.
 
-For held-out scenes it runs every yes/no question through a model and keeps, at the last prompt token
-(whose logits give "Yes" or "No"), what each LM layer reads (its normed input) and what the LM head
-reads. On half the questions it fits logistic probes, and prints their accuracy on the other half:
+For held-out scenes it runs every yes/no question through a model and keeps, at the last prompt
+token (whose logits give "Yes" or "No"), what each LM layer reads (its normed input) and what the
+LM head reads. On half the questions it fits logistic probes, and prints their accuracy on the
+other half:
 - per relation: that relation's answer (can a readout for this relation alone find it?);
-- per pair of relations: which of the two a question asks (does that token still know what is asked?).
-Next to them, the model's own accuracy. Answers readable per relation while the model stays at chance
-mean the comparison is there but not what to compare.
+- per pair of relations: which of the two a question asks (does that token still know what is
+  asked?).
+Next to them, the model's own accuracy. Answers readable per relation while the model stays at
+chance mean the comparison is there but not what to compare.
 
     python tools/answer_probe.py --model models/langtable-tiny
 """
@@ -29,12 +31,16 @@ PAIRS = (("left_of", "right_of"), ("above", "below"), ("left_of", "above"), ("ne
 
 @torch.no_grad()
 def answering_reads(model, tokenizer, data, batch: int = 256):
-    """Per yes/no question: what each LM layer and the LM head read at its answering token (n_layer + 1
-    vectors), its relation, its label and the model's own answer."""
+    """Per yes/no question: what each LM layer and the LM head read at its answering token (n_layer
+    + 1 vectors), its relation, its label and the model's own answer."""
     features = tower_features(model, as_model_inputs(data.images, model.cfg))
-    _, state = model.llm(model.prefix_embeds(model.projector(features), tokenizer.bos_id), last_only=True)
+    _, state = model.llm(
+        model.prefix_embeds(model.projector(features), tokenizer.bos_id), last_only=True
+    )
     head_reads = []
-    hook = model.llm.backbone.norm_f.register_forward_hook(lambda m, a, out: head_reads.append(out))
+    hook = model.llm.backbone.norm_f.register_forward_hook(
+        lambda m, a, out: head_reads.append(out)
+    )
     out = []
     try:
         examples = [e for e in data.examples if e.label is not None]
@@ -42,12 +48,18 @@ def answering_reads(model, tokenizer, data, batch: int = 256):
             chunk = examples[start:start + batch]
             prompts = [tokenizer.prompt_ids(e.question) for e in chunk]
             ids = torch.full((len(chunk), max(map(len, prompts))), tokenizer.eos_id)
-            for i, p in enumerate(prompts):  # padded on the right: a causal model's earlier tokens are unaffected
+            # padded on the right: a causal model's earlier tokens are unaffected
+            for i, p in enumerate(prompts):
                 ids[i, :len(p)] = torch.tensor(p)
             rows = torch.tensor([e.image for e in chunk])
             with contextlib.ExitStack() as stack:
-                seen = [stack.enter_context(watching(model.llm, k)) for k in range(model.cfg.llm.n_layer)]
-                logits, _ = model.llm(model.llm.embed(ids), MambaState(state.conv[:, rows], state.ssm[:, rows]))
+                seen = [
+                    stack.enter_context(watching(model.llm, k))
+                    for k in range(model.cfg.llm.n_layer)
+                ]
+                logits, _ = model.llm(
+                    model.llm.embed(ids), MambaState(state.conv[:, rows], state.ssm[:, rows])
+                )
             for i, e in enumerate(chunk):
                 t = len(prompts[i]) - 1
                 reads = [s[-1][i, t].float() for s in seen] + [head_reads[-1][i, t].float()]
@@ -66,7 +78,10 @@ def probe_accuracy(x: torch.Tensor, y: torch.Tensor, steps: int = 300) -> float:
     b = torch.zeros((), requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=0.05)
     for _ in range(steps):
-        loss = F.binary_cross_entropy_with_logits(x[:half] @ w + b, y[:half]) + 1e-3 * w.square().sum()
+        loss = (
+            F.binary_cross_entropy_with_logits(x[:half] @ w + b, y[:half])
+            + 1e-3 * w.square().sum()
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -82,13 +97,28 @@ def main(argv=None) -> None:
     torch.set_flush_denormal(True)
     model, tokenizer = load_model_dir(args.model)
     model.eval()
-    data = questions.make_examples(args.seed, args.scenes, image_size=None, render_size=RENDER_SIZE)
+    data = questions.make_examples(
+        args.seed, args.scenes, image_size=None, render_size=RENDER_SIZE
+    )
     reads = answering_reads(model, tokenizer, data)
     n = model.cfg.llm.n_layer
-    print(f"{'probe':22s} {'n':>5s} {'model':>6s}  " + " ".join(f"layer{k}" for k in range(n)) + "  head")
+    print(
+        f"{'probe':22s} {'n':>5s} {'model':>6s}  "
+        + " ".join(f"layer{k}" for k in range(n))
+        + "  head"
+    )
     rng = np.random.default_rng(0)
-    rows = [(rel, [(r, float(label), float(said == label)) for r, rel_, label, said in reads if rel_ == rel])
-            for rel in sorted({rel for _, rel, _, _ in reads})]
+    rows = [
+        (
+            rel,
+            [
+                (r, float(label), float(said == label))
+                for r, rel_, label, said in reads
+                if rel_ == rel
+            ],
+        )
+        for rel in sorted({rel for _, rel, _, _ in reads})
+    ]
     for a, b in PAIRS:
         both = [(r, float(rel == a), np.nan) for r, rel, _, _ in reads if rel in (a, b)]
         rows.append((f"asks {a} | {b}", [both[i] for i in rng.permutation(len(both))]))

@@ -35,7 +35,7 @@ read -r py_include site_packages < <("$py" -c \
     -e "s|/opt/python/cp311-cp311/include/python3.11|$py_include|g" \
     -e "s|/opt/python/cp311-cp311/lib/python3.11/site-packages|$site_packages|g"
 
-rm -rf "$build"
+rm -rf "$build" "$venv/lib/cobra_ros"  # the wrappers of executables since removed go too
 mkdir -p "$build"
 export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv"
 cmake -S . -B "$build" -Wno-dev \

@@ -1,12 +1,12 @@
-"""Does a pooled image token still say where its blocks are? Probes on a model's frozen tower features.
+"""Does a pooled image token still say where its blocks are? Probes on frozen tower features.
 
-Each probe is a fresh LDPv2 projector (`fused-ldpnet`, or `fused-ldpnet-pos` with its position embedding)
-pooling to a grid, with a linear head that must give every block's presence and board position. Prints
-held-out balanced presence accuracy, mean position error (board-normalised) and how often two blocks
-> 0.1 apart are put in the right left/right order.
+Each probe is a fresh LDPv2 projector (`fused-ldpnet`, or `fused-ldpnet-pos` with its position
+embedding) pooling to a grid, with a linear head that must give every block's presence and board
+position. Prints held-out balanced presence accuracy, mean position error (board-normalised) and
+how often two blocks > 0.1 apart are put in the right left/right order.
 
     python tools/position_probe.py --model models/langtable-tiny
-    python tools/position_probe.py --model models/langtable-tiny --own   # the same head on the model's own tokens
+    python tools/position_probe.py --model models/langtable-tiny --own   # the model's own tokens
 """
 from __future__ import annotations
 
@@ -19,12 +19,19 @@ from tqdm import tqdm
 from cobra_ros.langtable import questions
 from cobra_ros.model.checkpoint import load_model_dir
 from cobra_ros.model.projector import Projector
-from cobra_ros.train import (RENDER_SIZE, TokenProbe, as_model_inputs, scene_table, split_table, table_loss,
-                             tower_features)
+from cobra_ros.train import (
+    RENDER_SIZE,
+    TokenProbe,
+    as_model_inputs,
+    scene_table,
+    split_table,
+    table_loss,
+    tower_features,
+)
 
 
 class PooledProbe(nn.Module):
-    """A projector (fresh, or a model's own, frozen) with cobra-train's TokenProbe head on its tokens."""
+    """A projector (fresh, or a model's own, frozen) with cobra-train's TokenProbe head on it."""
 
     def __init__(self, projector: nn.Module, n_tokens: int, width: int = 192):
         super().__init__()
@@ -32,13 +39,16 @@ class PooledProbe(nn.Module):
         self.tokens = TokenProbe(n_tokens, width)
 
     def forward(self, features):
-        return self.tokens.head(self.projector(features).flatten(1))  # (N, 3K), laid out as split_table reads it
+        # (N, 3K), laid out as split_table reads it
+        return self.tokens.head(self.projector(features).flatten(1))
 
 
 def scores(out, present, where) -> dict:
     logits, xy = split_table(out, present.shape[1])
     hit = ((logits > 0).float() == present).float()
-    balanced = 0.5 * ((hit * present).sum() / present.sum() + (hit * (1 - present)).sum() / (1 - present).sum())
+    balanced = 0.5 * (
+        (hit * present).sum() / present.sum() + (hit * (1 - present)).sum() / (1 - present).sum()
+    )
     error = ((xy - where).abs().mean(-1) * present).sum() / present.sum()
     right = total = 0
     for k in range(len(present)):
@@ -48,7 +58,11 @@ def scores(out, present, where) -> dict:
                 if abs(where[k, a, 1] - where[k, b, 1]) > 0.1:
                     total += 1
                     right += int((xy[k, a, 1] < xy[k, b, 1]) == (where[k, a, 1] < where[k, b, 1]))
-    return {"presence": float(balanced), "xy_error": float(error), "left_right_order": right / max(1, total)}
+    return {
+        "presence": float(balanced),
+        "xy_error": float(error),
+        "left_right_order": right / max(1, total),
+    }
 
 
 def main(argv=None) -> None:
@@ -58,7 +72,9 @@ def main(argv=None) -> None:
     parser.add_argument("--held-out", type=int, default=300)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--grids", default="2,1,8")
-    parser.add_argument("--own", action="store_true", help="probe the model's own image tokens instead")
+    parser.add_argument(
+        "--own", action="store_true", help="probe the model's own image tokens instead"
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model, _ = load_model_dir(args.model)
@@ -71,12 +87,23 @@ def main(argv=None) -> None:
     features, present, where = data["train"]
     if args.own:
         tokens = model.projector(features[:1]).shape[1]
-        probes = [(f"{args.model}'s own tokens", PooledProbe(model.projector.requires_grad_(False), tokens,
-                                                             model.cfg.llm.d_model))]
+        probes = [
+            (
+                f"{args.model}'s own tokens",
+                PooledProbe(model.projector.requires_grad_(False), tokens, model.cfg.llm.d_model),
+            )
+        ]
     else:
-        probes = [(f"{kind:<16} grid {grid}", PooledProbe(Projector(kind, features.shape[2], 192, grid, features.shape[1]),
-                                                          grid * grid))
-                  for grid in map(int, args.grids.split(",")) for kind in ("fused-ldpnet", "fused-ldpnet-pos")]
+        probes = [
+            (
+                f"{kind:<16} grid {grid}",
+                PooledProbe(
+                    Projector(kind, features.shape[2], 192, grid, features.shape[1]), grid * grid
+                ),
+            )
+            for grid in map(int, args.grids.split(","))
+            for kind in ("fused-ldpnet", "fused-ldpnet-pos")
+        ]
     for name, probe in probes:
         opt = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], 2e-3)
         pick = torch.Generator().manual_seed(1)

@@ -1,4 +1,4 @@
-"""cobra-train: train a small Cobra on synthetic Language-Table scenes and save it in the release layout."""
+"""cobra-train: train a small Cobra on synthetic Language-Table scenes, saved in release layout."""
 from __future__ import annotations
 
 import argparse
@@ -34,7 +34,8 @@ def parse_args(argv=None) -> tuple[str, TrainConfig]:
 def main(argv=None) -> None:
     out, cfg = parse_args(argv)
     summary = train(out, cfg)
-    if summary["final_loss"] is None:  # --steps 0: the towers (if any) and an untrained LM were saved
+    # --steps 0: the towers (if any) and an untrained LM were saved
+    if summary["final_loss"] is None:
         print(f"saved {out} in {summary['seconds']:.0f}s without LM steps")
     else:
         print(f"saved {out} in {summary['seconds']:.0f}s: final loss {summary['final_loss']:.3f}, "

@@ -1,7 +1,8 @@
 """Image frames from ROS 2 bags (sqlite3 or MCAP) through `rosbags`, without a ROS install.
 
-Reads sensor_msgs/msg/Image and sensor_msgs/msg/CompressedImage; a small writer builds bags of
-synthetic frames for tests and demos.
+Reads sensor_msgs/msg/Image and sensor_msgs/msg/CompressedImage and decodes them with
+cobra_ros.images, the node's own decoder, so a bag is scored on the pixels the node would see; a
+small writer builds bags of synthetic frames for tests and demos.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from cobra_ros.langtable.rlds import decode_image, encode_image
+from cobra_ros.images import ImageError, compressed_to_rgb, raw_to_rgb
+from cobra_ros.langtable.rlds import encode_image
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -44,7 +46,10 @@ def image_topics(path) -> dict:
 
 
 def iter_bag_images(path, topics: Iterable[str] | None = None) -> Iterator[BagFrame]:
-    """Yield image messages in bag order, converted to RGB, from `topics` (default: every image topic)."""
+    """Image messages in bag order as RGB, from `topics` (default: every image topic).
+
+    A frame that cannot be decoded raises ImageError naming the topic and the bag's time.
+    """
     wanted = set(topics) if topics is not None else None
     store = typestore()
     with Reader(path) as reader:
@@ -52,47 +57,25 @@ def iter_bag_images(path, topics: Iterable[str] | None = None) -> Iterator[BagFr
                        and (wanted is None or c.topic in wanted)]
         if wanted is not None and wanted - {c.topic for c in connections}:
             missing = sorted(wanted - {c.topic for c in connections})
-            raise KeyError(f"{path}: no image topic(s) {missing}; image topics are {sorted(image_topics(path))}")
+            raise KeyError(f"{path}: no image topic(s) {missing}; "
+                           f"image topics are {sorted(image_topics(path))}")
         if not connections:
             return
         for connection, log_time, raw in reader.messages(connections=connections):
             msg = store.deserialize_cdr(raw, connection.msgtype)
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            rgb = compressed_to_rgb(msg) if connection.msgtype == COMPRESSED else image_to_rgb(msg)
+            decode = compressed_to_rgb if connection.msgtype == COMPRESSED else raw_to_rgb
+            try:
+                rgb = decode(msg)
+            except ImageError as err:
+                raise ImageError(f"{path}: {connection.topic} at {log_time} ns: {err}") from err
             yield BagFrame(connection.topic, stamp or log_time, msg.header.frame_id, rgb)
-
-
-def compressed_to_rgb(msg) -> np.ndarray:
-    return decode_image(bytes(msg.data))
-
-
-def image_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image -> HxWx3 uint8 RGB for the common 8/16-bit colour and mono encodings."""
-    enc = msg.encoding.lower()
-    h, w, step = msg.height, msg.width, msg.step
-    data = np.asarray(msg.data, dtype=np.uint8)
-    channels = {"rgb8": 3, "bgr8": 3, "8uc3": 3, "rgba8": 4, "bgra8": 4, "8uc4": 4, "mono8": 1, "8uc1": 1,
-                "mono16": 2, "16uc1": 2, "yuv422": 2, "uyvy": 2, "yuv422_yuy2": 2, "yuyv": 2}.get(enc)
-    if channels is None:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r}")
-    rows = data[:h * step].reshape(h, step)[:, :w * channels]
-    if enc in ("mono16", "16uc1"):
-        px = rows.reshape(h, w, 2).copy().view(">u2" if msg.is_bigendian else "<u2")[..., 0]
-        return cv2.cvtColor((px >> 8).astype(np.uint8), cv2.COLOR_GRAY2RGB)
-    if channels == 2:
-        code = cv2.COLOR_YUV2RGB_UYVY if enc in ("yuv422", "uyvy") else cv2.COLOR_YUV2RGB_YUY2
-        return cv2.cvtColor(rows.reshape(h, w, 2), code)
-    img = rows.reshape(h, w, channels)
-    conversions = {"rgb8": None, "bgr8": cv2.COLOR_BGR2RGB, "8uc3": cv2.COLOR_BGR2RGB,
-                   "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB, "8uc4": cv2.COLOR_BGRA2RGB,
-                   "mono8": cv2.COLOR_GRAY2RGB, "8uc1": cv2.COLOR_GRAY2RGB}
-    code = conversions[enc]
-    return np.ascontiguousarray(img) if code is None else cv2.cvtColor(img, code)
 
 
 def _header(stamp_ns: int, frame_id: str):
     types = typestore().types
-    time = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+    time = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000,
+                                                nanosec=stamp_ns % 1_000_000_000)
     return types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
 
 
@@ -101,20 +84,22 @@ def rgb_to_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: st
         raise ValueError("the writer stores rgb8 or bgr8")
     img = rgb if encoding == "rgb8" else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     h, w = img.shape[:2]
-    return typestore().types[IMAGE](header=_header(stamp_ns, frame_id), height=h, width=w, encoding=encoding,
-                                    is_bigendian=0, step=w * 3, data=np.ascontiguousarray(img).reshape(-1))
+    return typestore().types[IMAGE](header=_header(stamp_ns, frame_id), height=h, width=w,
+                                    encoding=encoding, is_bigendian=0, step=w * 3,
+                                    data=np.ascontiguousarray(img).reshape(-1))
 
 
 def rgb_to_compressed_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = "jpeg"):
     data = np.frombuffer(encode_image(rgb, fmt), np.uint8)
-    return typestore().types[COMPRESSED](header=_header(stamp_ns, frame_id), format=fmt, data=data)
+    return typestore().types[COMPRESSED](header=_header(stamp_ns, frame_id), format=fmt,
+                                         data=data)
 
 
-def write_image_bag(path, frames: Iterable, storage: str = "mcap", compressed: dict | None = None,
-                    encoding: str = "rgb8") -> Path:
+def write_image_bag(path, frames: Iterable, storage: str = "mcap",
+                    compressed: dict | None = None, encoding: str = "rgb8") -> Path:
     """Write (topic, stamp_ns, frame_id, rgb) frames to a new bag directory.
 
-    Topics named in `compressed` ({topic: "jpeg" | "png"}) become CompressedImage, the others Image.
+    Topics named in `compressed` ({topic: "jpeg" | "png"}) become CompressedImage, others Image.
     """
     compressed = compressed or {}
     store = typestore()

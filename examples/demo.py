@@ -1,10 +1,11 @@
 """`make demo`: the cobra node with the bundled model, watching replayed Language-Table episodes.
 
 Three processes talk over DDS on this host: the `cobra` node, the `langtable_replay` node (held-out
-synthetic episodes at the recorded 10 Hz), and this client, which prints the node's descriptions as they
-arrive and asks spatial questions through ~/ask_yes_no and ~/ask while the episodes play. Every answer
-names the frame it is about (image_stamp); the client knows that frame's ground truth because it renders
-the same episodes itself, and it checks the node's P(yes) against the engine called directly on that frame.
+synthetic episodes at the recorded 10 Hz), and this client, which prints the node's descriptions as
+they arrive and asks spatial questions through ~/ask_yes_no and ~/ask while the episodes play.
+Every answer names the frame it is about (image_stamp); the client knows that frame's ground truth
+because it renders the same episodes itself, and it checks the node's P(yes) against the engine
+called directly on that frame.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from cobra_ros.evaluate import EVAL_SEED_OFFSET
 from cobra_ros.langtable import questions
 from cobra_ros.langtable.replay import SyntheticSource, iter_frames
 from cobra_ros.paths import default_model_path
+from cobra_ros.stats import percentiles
 
 NAMESPACE = "/demo"
 
@@ -30,7 +32,7 @@ def _digest(rgb: np.ndarray) -> str:
 
 
 class Truths:
-    """Ground truth of every replayed frame, keyed by pixel content, and the stamps the camera gave them."""
+    """Ground truth of every replayed frame, keyed by pixel content, and the stamps it got."""
 
     def __init__(self, source: SyntheticSource):
         self.by_digest = {_digest(f.rgb): f for f in iter_frames(source)}
@@ -51,28 +53,38 @@ class Truths:
 
 
 def relabel(example: questions.Example, frame):
-    """The example's label recomputed on the frame the node actually answered about (None: not askable there)."""
+    """The example's label on the frame the node answered about (None: not askable there)."""
     blocks = {b.name: b for b in frame.truth.blocks if b.visible >= 0.5}
-    if example.relation == "presence":  # absent blocks are the "no" answers; hidden ones are not askable
+    # absent blocks are the "no" answers; hidden ones are not askable
+    if example.relation == "presence":
         hidden = {b.name for b in frame.truth.blocks if b.visible < 0.5}
         return None if example.blocks[0] in hidden else example.blocks[0] in blocks
     if any(name not in blocks for name in example.blocks):
         return None
     parts = [blocks[n] for n in example.blocks]
-    return questions.relation_label(example.relation, parts[0], parts[1], parts[2] if len(parts) > 2 else None,
-                                    others=list(blocks.values()))
+    return questions.relation_label(
+        example.relation,
+        parts[0],
+        parts[1],
+        parts[2] if len(parts) > 2 else None,
+        others=list(blocks.values()),
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--episodes", type=int, default=16)
-    parser.add_argument("--questions-per-frame", type=int, default=4)
-    parser.add_argument("--budget-s", type=float, default=100.0, help="stop asking after this long")
+    parser.add_argument("--model", default=None,
+                        help="model directory (default: the bundled models/langtable-tiny)")
+    parser.add_argument("--seed", type=int, default=7,
+                        help="seed of the held-out synthetic episodes and of the questions")
+    parser.add_argument("--episodes", type=int, default=16, help="episodes to replay")
+    parser.add_argument("--questions-per-frame", type=int, default=4,
+                        help="yes/no questions asked about each frame")
+    parser.add_argument("--budget-s", type=float, default=100.0,
+                        help="stop asking after this many seconds")
     args = parser.parse_args(argv)
 
-    from cobra_ros.ros.testing import CobraClient, NodeProcess, isolate_ros_traffic
+    from harness.ros import CobraClient, NodeProcess, isolate_ros_traffic
     from sensor_msgs.msg import Image
 
     import cobra_ros
@@ -80,17 +92,37 @@ def main(argv=None) -> int:
     model = args.model or str(default_model_path())
     isolate_ros_traffic()
     source = SyntheticSource(args.seed + EVAL_SEED_OFFSET, args.episodes, (640, 360))
-    print(f"cobra demo: model {model}, {args.episodes} held-out synthetic episodes (seed {source.seed})", flush=True)
+    print(
+        f"cobra demo: model {model}, {args.episodes} held-out synthetic episodes "
+        f"(seed {source.seed})",
+        flush=True,
+    )
     truths = Truths(source)
     engine = cobra_ros.load(model)  # the same model, called directly, to cross-check the services
-    node = NodeProcess(["-p", f"model_path:={model}", "-p", "describe_rate_hz:=0.5", "-p", "max_new_tokens:=96",
-                        "-r", f"__ns:={NAMESPACE}"])
-    replay = NodeProcess(["-p", "source:=synthetic", "-p", f"seed:={source.seed}", "-p", f"episodes:={args.episodes}",
-                          "-p", "wait_for_subscribers:=2", "-r", f"__ns:={NAMESPACE}"],
-                         module="cobra_ros.ros.replay_node")
+    node = NodeProcess(
+        [
+            "-p", f"model_path:={model}", "-p", "describe_rate_hz:=0.5",
+            "-p", "max_new_tokens:=96", "-r", f"__ns:={NAMESPACE}",
+        ]
+    )
+    replay = NodeProcess(
+        [
+            "-p", "source:=synthetic", "-p", f"seed:={source.seed}",
+            "-p", f"episodes:={args.episodes}", "-p", "wait_for_subscribers:=2",
+            "-r", f"__ns:={NAMESPACE}",
+        ],
+        module="cobra_ros.ros.replay_node",
+    )
     client = CobraClient(NAMESPACE)
     client.node.create_subscription(Image, f"{NAMESPACE}/image", truths.on_image, 10)
-    stats = {"yes_no": defaultdict(list), "latency": [], "agree": [], "dp": [], "free": [], "desc": []}
+    stats = {
+        "yes_no": defaultdict(list),
+        "latency": [],
+        "agree": [],
+        "dp": [],
+        "free": [],
+        "desc": [],
+    }
     try:
         client.wait_ready(120.0)
         print("node ready; replaying episodes at 10 Hz ...\n", flush=True)
@@ -103,11 +135,18 @@ def main(argv=None) -> int:
             if frame is None or frame.truth is None:
                 time.sleep(0.1)
                 continue
-            examples = [e for e in questions.scene_examples(frame.truth.blocks, rng) if e.label is not None]
+            examples = [
+                e for e in questions.scene_examples(frame.truth.blocks, rng) if e.label is not None
+            ]
             for example in rng.permutation(examples)[: args.questions_per_frame]:
                 _ask_yes_no(client, engine, truths, example, stats)
-            free = [e for e in questions.open_questions([b for b in frame.truth.blocks if b.visible >= 0.5], rng)
-                    if e.relation in ("where", "closest", "count")]
+            free = [
+                e
+                for e in questions.open_questions(
+                    [b for b in frame.truth.blocks if b.visible >= 0.5], rng
+                )
+                if e.relation in ("where", "closest", "count")
+            ]
             if free:
                 _ask_free(client, truths, free[0], stats)
         _print_descriptions(client, truths, stats, seen_descriptions)
@@ -126,8 +165,12 @@ def _print_descriptions(client, truths, stats, seen: int) -> int:
         if frame is not None and frame.truth is not None:
             present = [b.name for b in frame.truth.blocks if b.visible >= 0.5]
             stats["desc"].append(questions.mention_scores(msg.text, present))
-        print(f"[describe] ep {frame.episode_index if frame else '?'} step {frame.step_index if frame else '?'}: "
-              f"{msg.text}  ({msg.num_tokens} tok, {msg.tokens_per_second:.0f} tok/s)", flush=True)
+        print(
+            f"[describe] ep {frame.episode_index if frame else '?'} "
+            f"step {frame.step_index if frame else '?'}: "
+            f"{msg.text}  ({msg.num_tokens} tok, {msg.tokens_per_second:.0f} tok/s)",
+            flush=True,
+        )
     return seen + len(new)
 
 
@@ -148,9 +191,13 @@ def _ask_yes_no(client, engine, truths, example, stats) -> None:
         return
     ok = reply.answer == label
     stats["yes_no"][example.relation].append(ok)
-    print(f"  {'ok ' if ok else 'XX '} [ep {frame.episode_index} step {frame.step_index:>2}] {example.question} -> "
-          f"{'yes' if reply.answer else 'no'} ({reply.probability:.2f}), truth {'yes' if label else 'no'}, "
-          f"{ms:.0f} ms", flush=True)
+    print(
+        f"  {'ok ' if ok else 'XX '} [ep {frame.episode_index} step {frame.step_index:>2}] "
+        f"{example.question} -> {'yes' if reply.answer else 'no'} ({reply.probability:.2f}), "
+        f"truth {'yes' if label else 'no'}, "
+        f"{ms:.0f} ms",
+        flush=True,
+    )
 
 
 def _ask_free(client, truths, example, stats) -> None:
@@ -173,14 +220,21 @@ def _summary(stats) -> int:
         print(f"  {relation:<11} {np.mean(oks):.3f} (n={len(oks)})")
     if stats["desc"]:
         p, r = np.mean(stats["desc"], axis=0)
-        print(f"descriptions: block-mention precision {p:.3f}, recall {r:.3f} (n={len(stats['desc'])})")
+        print(f"descriptions: block-mention precision {p:.3f}, recall {r:.3f} "
+              f"(n={len(stats['desc'])})")
     if stats["free"]:
-        print(f"free-form answers matching the truth of the frame asked about: {np.mean(stats['free']):.3f} "
-              f"(n={len(stats['free'])})")
-    lat = np.array(stats["latency"])
-    print(f"AskYesNo round trip: p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms")
-    print(f"services vs engine called directly on the same frame: same yes/no {np.mean(stats['agree']):.3f}, "
-          f"max |dP(yes)| {max(stats['dp']):.2e}")
+        print(
+            "free-form answers matching the truth of the frame asked about: "
+            f"{np.mean(stats['free']):.3f} "
+            f"(n={len(stats['free'])})"
+        )
+    latency = percentiles(stats["latency"])
+    print(f"AskYesNo round trip: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms")
+    print(
+        "services vs engine called directly on the same frame: "
+        f"same yes/no {np.mean(stats['agree']):.3f}, "
+        f"max |dP(yes)| {max(stats['dp']):.2e}"
+    )
     return 0
 
 

@@ -1,7 +1,7 @@
-"""Run a cobra node in its own process and talk to it over real DDS: for tests, benchmarks and soak runs.
+"""A cobra node in its own process, reached over real DDS: for tests, examples and benchmarks.
 
-DDS traffic stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and in a domain derived from
-the calling process id, so test runs in parallel do not see each other.
+DDS traffic stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and in a domain derived
+from the calling process id, so test runs in parallel do not see each other.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from rclpy.executors import MultiThreadedExecutor
 
 
 def isolate_ros_traffic() -> int:
-    """Keep this process's DDS traffic (and its children's) on localhost, in a domain of its own."""
+    """Keep this process's and its children's DDS traffic on localhost, in a domain of their own"""
     domain = 1 + os.getpid() % 100
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_DOMAIN_ID"] = str(domain)
@@ -29,16 +29,23 @@ def isolate_ros_traffic() -> int:
 class NodeProcess:
     """`python -m cobra_ros.ros.node --ros-args ...` with its output in a log file."""
 
-    def __init__(self, ros_args: list[str], module: str = "cobra_ros.ros.node", torch_threads: int | None = 1):
-        """torch_threads=1 by default: on a small shared machine, several processes each spinning one
-        OpenMP thread per core are far slower than one thread each."""
+    def __init__(
+        self,
+        ros_args: list[str],
+        module: str = "cobra_ros.ros.node",
+        torch_threads: int | None = 1,
+    ):
+        """torch_threads=1 by default: on a small shared machine, several processes each spinning
+        one OpenMP thread per core are far slower than one thread each."""
         self.log_path = Path(tempfile.mkstemp(prefix="cobra_node_", suffix=".log")[1])
         self._log = open(self.log_path, "w")
         self.command = [sys.executable, "-u", "-m", module, "--ros-args", *ros_args]
         env = os.environ.copy()
         if torch_threads is not None:
             env["OMP_NUM_THREADS"] = str(torch_threads)
-        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -71,7 +78,9 @@ class RosClient:
         self.node = rclpy.create_node(name, namespace=namespace, context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, name=f"{name}_spin", daemon=True)
+        self._thread = threading.Thread(
+            target=self.executor.spin, name=f"{name}_spin", daemon=True
+        )
         self._thread.start()
 
     def wait_future(self, future, timeout: float, what: str = "reply"):
@@ -84,7 +93,9 @@ class RosClient:
     def call(self, client, request, timeout: float = 30.0):
         if not client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"service {client.srv_name} not available within {timeout} s")
-        return self.wait_future(client.call_async(request), timeout, f"reply from {client.srv_name}")
+        return self.wait_future(
+            client.call_async(request), timeout, f"reply from {client.srv_name}"
+        )
 
     @staticmethod
     def wait_for(predicate, timeout: float, what: str, poll: float = 0.01):
@@ -96,7 +107,7 @@ class RosClient:
 
     @staticmethod
     def wait_for_quiet(predicate, seconds: float, poll: float = 0.05):
-        """Watch `predicate` for `seconds`; its first truthy value, or None if it stayed falsy throughout."""
+        """Watch `predicate` for `seconds`: its first truthy value, or None if it stayed falsy."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             value = predicate()
@@ -113,7 +124,7 @@ class RosClient:
 
 
 class CobraClient(RosClient):
-    """Everything a client of one cobra node uses: frames out; services, action, outputs and diagnostics in."""
+    """A client of one cobra node: frames out; services, action, outputs and diagnostics in."""
 
     def __init__(self, namespace: str = "/", node_name: str = "cobra"):
         from diagnostic_msgs.msg import DiagnosticArray
@@ -132,17 +143,30 @@ class CobraClient(RosClient):
         node = self.node
         many = QoSProfile(depth=256)  # one client object shared by many threads: keep every reply
         self.ask_client = node.create_client(Ask, f"{self.base}/ask", qos_profile=many)
-        self.yes_no_client = node.create_client(AskYesNo, f"{self.base}/ask_yes_no", qos_profile=many)
-        self.describe_client = ActionClient(node, Describe, f"{self.base}/describe", goal_service_qos_profile=many,
-                                            result_service_qos_profile=many, cancel_service_qos_profile=many)
+        self.yes_no_client = node.create_client(
+            AskYesNo, f"{self.base}/ask_yes_no", qos_profile=many
+        )
+        self.describe_client = ActionClient(
+            node,
+            Describe,
+            f"{self.base}/describe",
+            goal_service_qos_profile=many,
+            result_service_qos_profile=many,
+            cancel_service_qos_profile=many,
+        )
         self.get_params_client = node.create_client(GetParameters, f"{self.base}/get_parameters")
         self.set_params_client = node.create_client(SetParameters, f"{self.base}/set_parameters")
         self._lock = threading.Lock()
         self.descriptions, self.stream, self.annotated = [], [], []
         self.diagnostics = {}  # status name -> (receive time, DiagnosticStatus)
         self.diagnostics_stamps = []  # header stamps of the node's DiagnosticArrays (its clock)
-        for topic, store in (("description", self.descriptions), ("description/stream", self.stream)):
-            node.create_subscription(SceneDescription, f"{self.base}/{topic}", self._keeper(store), 100)
+        for topic, store in (
+            ("description", self.descriptions),
+            ("description/stream", self.stream),
+        ):
+            node.create_subscription(
+                SceneDescription, f"{self.base}/{topic}", self._keeper(store), 100
+            )
         from sensor_msgs.msg import Image
         node.create_subscription(Image, f"{self.base}/annotated", self._keeper(self.annotated), 10)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
@@ -170,7 +194,7 @@ class CobraClient(RosClient):
         if not self.describe_client.wait_for_server(timeout_sec=timeout):
             raise TimeoutError(f"{self.base}/describe not available within {timeout} s")
 
-    # -- frames -----------------------------------------------------------------------------------------
+    # -- frames -------------------------------------------------------------------------------
     def publish(self, msg, topic: str = "image") -> None:
         full = topic if topic.startswith("/") else f"{self.namespace}/{topic}"
         key = (full, type(msg))
@@ -187,7 +211,7 @@ class CobraClient(RosClient):
         return header
 
     def show(self, msg, topic: str = "image", camera: str = "", timeout: float = 30.0):
-        """Publish `msg` until the node answers about it (its stamp comes back); the AskYesNo reply."""
+        """Publish `msg` until the node answers about it (its stamp comes back); the reply."""
         want = (msg.header.stamp.sec, msg.header.stamp.nanosec)
 
         def answered_about_it():
@@ -195,9 +219,11 @@ class CobraClient(RosClient):
             reply = self.yes_no("Is this the frame?", camera=camera, timeout=timeout)
             return reply if (reply.image_stamp.sec, reply.image_stamp.nanosec) == want else None
 
-        return self.wait_for(answered_about_it, timeout, f"the node to answer about frame {want}", poll=0.05)
+        return self.wait_for(
+            answered_about_it, timeout, f"the node to answer about frame {want}", poll=0.05
+        )
 
-    # -- requests ---------------------------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------------
     def ask(self, question: str, camera: str = "", max_new_tokens: int = 0, timeout: float = 30.0):
         from cobra_ros.srv import Ask
 
@@ -207,18 +233,27 @@ class CobraClient(RosClient):
     def yes_no(self, question: str, camera: str = "", timeout: float = 30.0):
         from cobra_ros.srv import AskYesNo
 
-        return self.call(self.yes_no_client, AskYesNo.Request(question=question, camera=camera), timeout)
+        return self.call(
+            self.yes_no_client, AskYesNo.Request(question=question, camera=camera), timeout
+        )
 
-    def describe(self, prompt: str = "", max_new_tokens: int = 0, camera: str = "", cancel_after: int | None = None,
-                 timeout: float = 60.0):
-        """Send a Describe goal; cancel it once `cancel_after` feedback messages arrived. (status, result, feedback)"""
+    def describe(
+        self,
+        prompt: str = "",
+        max_new_tokens: int = 0,
+        camera: str = "",
+        cancel_after: int | None = None,
+        timeout: float = 60.0,
+    ):
+        """A Describe goal, cancelled after `cancel_after` feedbacks; (status, result, feedback)"""
         from cobra_ros.action import Describe
 
         feedback = []
         lock = threading.Lock()
         state = {"handle": None, "cancelled": False}
 
-        def cancel_when_due():  # feedback may arrive before the goal response: whichever comes last cancels
+        # feedback may arrive before the goal response: whichever comes last cancels
+        def cancel_when_due():
             with lock:
                 due = cancel_after is not None and len(feedback) >= cancel_after
                 if due and state["handle"] is not None and not state["cancelled"]:
@@ -241,7 +276,7 @@ class CobraClient(RosClient):
         result = self.wait_future(goal_handle.get_result_async(), timeout, "Describe result")
         return result.status, result.result, feedback
 
-    # -- parameters -------------------------------------------------------------------------------------
+    # -- parameters ---------------------------------------------------------------------------
     def get_parameters(self, *names: str) -> dict:
         from rcl_interfaces.srv import GetParameters
         from rclpy.parameter import parameter_value_to_python
@@ -254,16 +289,23 @@ class CobraClient(RosClient):
         from rclpy.parameter import Parameter
 
         request = SetParameters.Request(
-            parameters=[Parameter(name, value=value).to_parameter_msg() for name, value in values.items()])
+            parameters=[
+                Parameter(name, value=value).to_parameter_msg() for name, value in values.items()
+            ]
+        )
         return list(self.call(self.set_params_client, request).results)
 
-    # -- diagnostics ------------------------------------------------------------------------------------
+    # -- diagnostics --------------------------------------------------------------------------
     def status(self, suffix: str, newer_than: float = 0.0, timeout: float = 15.0):
-        """The latest DiagnosticStatus whose name ends with `suffix`, received after `newer_than` (monotonic)."""
+        """The latest DiagnosticStatus named ...`suffix` received after `newer_than` (monotonic)"""
         def find():
             with self._lock:
                 for name, (received, status) in self.diagnostics.items():
-                    if name.startswith(self.base + ":") and name.endswith(suffix) and received > newer_than:
+                    if (
+                        name.startswith(self.base + ":")
+                        and name.endswith(suffix)
+                        and received > newer_than
+                    ):
                         return status
             return None
 
@@ -272,30 +314,7 @@ class CobraClient(RosClient):
     def camera_counts(self, camera: str = "image", newer_than: float = 0.0) -> dict:
         status = self.status(f"camera {camera}", newer_than)
         values = {kv.key: kv.value for kv in status.values}
-        return {k: int(values[k]) for k in ("received", "rejected", "dropped", "encoded", "failed", "waiting", "lost")}
-
-
-class _RunsCode:
-    """Unpickling this runs `touch <marker>`: what a checkpoint with a pickled object could do."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def write_pickled_model_copy(model_dir, out_dir, marker) -> Path:
-    """A copy of `model_dir` whose checkpoint also holds a pickled object that would create `marker`."""
-    import shutil
-
-    import torch
-
-    from cobra_ros.model.checkpoint import CHECKPOINT
-
-    shutil.copytree(model_dir, out_dir)
-    checkpoint = Path(out_dir) / CHECKPOINT
-    data = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    data["exploit"] = _RunsCode(marker)
-    torch.save(data, checkpoint)
-    return Path(out_dir)
+        return {
+            k: int(values[k])
+            for k in ("received", "rejected", "dropped", "encoded", "failed", "waiting", "lost")
+        }

@@ -1,15 +1,18 @@
-"""Overload soak: a fast camera, many concurrent clients and cancelled Describe goals against one cobra node.
+"""Overload soak: a fast camera, many concurrent clients and cancelled Describe goals against one
+cobra node.
 
-Everything stays on this host (DDS on localhost, a domain of its own) and stops by itself. It checks:
+Everything stays on this host (DDS on localhost, a domain of its own) and stops by itself. It
+checks:
   - the node never dies (it is still running at the end, and stops cleanly);
-  - every call gets a reply (success or a clear error) within its deadline: none is left unanswered;
+  - every call gets a reply (success or a clear error) within its deadline: none is left
+  unanswered;
   - frames are counted exactly: received == rejected + dropped + encoded + failed + waiting, and
     published == received + lost (lost: DDS sequence gaps, frames that never reached the node);
   - memory stays flat: the slope of the node's RSS over the second half of the run (MB per minute);
 and reports calls, replies, errors by kind, drops, and p50/p99 latency per call type.
 
-    python -m cobra_ros.ros.soak --minutes 5          # the issue's run: 60 Hz camera, 16 clients
-    python -m cobra_ros.ros.soak --seconds 20 --clients 4 --camera-hz 30 --json soak.json
+    python -m benchmarks.soak --minutes 5          # `make soak`: 60 Hz camera, 16 clients
+    python -m benchmarks.soak --seconds 20 --clients 4 --camera-hz 30 --json soak.json
 """
 from __future__ import annotations
 
@@ -26,7 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPLY_GRACE_S = 15.0  # a reply may take the node's request_timeout_s plus this before it counts as lost
+from cobra_ros.stats import percentiles
+
+# a reply may take the node's request_timeout_s plus this before it counts as lost
+REPLY_GRACE_S = 15.0
 
 
 def node_rss_mb(pid: int) -> float:
@@ -38,7 +44,15 @@ def node_rss_mb(pid: int) -> float:
 
 
 def error_kind(message: str) -> str:
-    for kind in ("busy", "timed out", "no image", "cancelled", "unknown camera", "model error", "internal error"):
+    for kind in (
+        "busy",
+        "timed out",
+        "no image",
+        "cancelled",
+        "unknown camera",
+        "model error",
+        "internal error",
+    ):
         if kind in message:
             return kind
     return message.split(":")[0][:40]
@@ -54,12 +68,17 @@ class Soak:
         self.errors = Counter()
         self.lost = []  # calls without a reply in time: must stay empty
         self.latency = defaultdict(list)
-        self.cancelled = 0  # Describe goals that ended as cancelled (the rest finished before the cancel landed)
+        # Describe goals that ended as cancelled (the rest finished before the cancel landed)
+        self.cancelled = 0
         self.published = 0
         rng = np.random.default_rng(0)
-        self.frames = [rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8) for _ in range(8)]
+        self.frames = [
+            rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8) for _ in range(8)
+        ]
 
-    def record(self, kind: str, started: float, reply=None, error: str = "", lost: str = "") -> None:
+    def record(
+        self, kind: str, started: float, reply=None, error: str = "", lost: str = ""
+    ) -> None:
         with self.lock:
             self.calls[kind] += 1
             if lost:
@@ -71,7 +90,7 @@ class Soak:
             if error:
                 self.errors[f"{kind}: {error_kind(error)}"] += 1
 
-    # -- load -----------------------------------------------------------------------------------------
+    # -- load ---------------------------------------------------------------------------------
     def camera(self) -> None:
         from cobra_ros.ros.image_conversion import to_image_msg
 
@@ -79,22 +98,29 @@ class Soak:
         while not self.stop.is_set():
             now = time.time()
             header = self.client.header(int(now), int(now % 1 * 1e9))
-            self.client.publish(to_image_msg(self.frames[self.published % len(self.frames)], header))
+            self.client.publish(
+                to_image_msg(self.frames[self.published % len(self.frames)], header)
+            )
             self.published += 1
             tick += period
             self.stop.wait(max(0.0, tick - time.monotonic()))
 
     def asker(self, seed: int) -> None:
         rng = random.Random(seed)
-        questions = ["Is the red moon left of the blue cube?", "What is on the table?", "Is there a green star?",
-                     "Where is the yellow pentagon?"]
+        questions = [
+            "Is the red moon left of the blue cube?", "What is on the table?",
+            "Is there a green star?", "Where is the yellow pentagon?",
+        ]
         while not self.stop.is_set():
             kind = rng.choice(("ask", "ask_yes_no"))
             started = time.monotonic()
             try:
                 if kind == "ask":
-                    reply = self.client.ask(rng.choice(questions), max_new_tokens=rng.choice((4, 8, 16)),
-                                            timeout=self.args.deadline_s)
+                    reply = self.client.ask(
+                        rng.choice(questions),
+                        max_new_tokens=rng.choice((4, 8, 16)),
+                        timeout=self.args.deadline_s,
+                    )
                 else:
                     reply = self.client.yes_no(rng.choice(questions), timeout=self.args.deadline_s)
             except TimeoutError as err:
@@ -125,7 +151,10 @@ class Soak:
 
     def run(self, pid: int) -> dict:
         threads = [threading.Thread(target=self.camera, name="camera")]
-        threads += [threading.Thread(target=self.asker, args=(i,), name=f"client{i}") for i in range(self.args.clients)]
+        threads += [
+            threading.Thread(target=self.asker, args=(i,), name=f"client{i}")
+            for i in range(self.args.clients)
+        ]
         threads.append(threading.Thread(target=self.canceller, name="describe_cancel"))
         started = time.monotonic()
         before = self.client.camera_counts(newer_than=started - 5)
@@ -139,11 +168,16 @@ class Soak:
         for thread in threads:
             thread.join(self.args.deadline_s + REPLY_GRACE_S)
         after = self.client.camera_counts(newer_than=time.monotonic())
-        return {"rss": rss, "before": before, "after": after, "elapsed_s": time.monotonic() - started}
+        return {
+            "rss": rss,
+            "before": before,
+            "after": after,
+            "elapsed_s": time.monotonic() - started,
+        }
 
 
 def rss_slope_mb_per_min(samples, warmup_fraction: float = 0.5) -> float:
-    """Least-squares slope of RSS over the run after warm-up (allocators and caches grow early, then level)."""
+    """Least-squares slope of RSS after warm-up (allocators and caches grow early, then level)."""
     points = [(t, mb) for t, mb in samples if t >= samples[-1][0] * warmup_fraction]
     if len(points) < 3:
         return float("nan")
@@ -154,29 +188,46 @@ def rss_slope_mb_per_min(samples, warmup_fraction: float = 0.5) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--minutes", type=float)
-    length.add_argument("--seconds", type=float)
-    parser.add_argument("--model", help="model directory (default: the bundled model, else a random tiny one)")
-    parser.add_argument("--camera-hz", type=float, default=60.0)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=360)
-    parser.add_argument("--request-timeout-s", type=float, default=10.0, help="the node's request_timeout_s")
-    parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--busy-backoff-s", type=float, default=0.2,
-                        help="a client told 'busy' waits this long before asking again (0: hammer)")
-    parser.add_argument("--max-rss-slope", type=float, default=5.0, help="MB/min allowed after warm-up")
-    parser.add_argument("--default-dds-transport", action="store_true",
-                        help="keep Fast DDS's default transport (large frames then get lost in UDP fragments)")
+    length.add_argument("--minutes", type=float, help="length of the run (default 5 minutes)")
+    length.add_argument("--seconds", type=float, help="length of the run, in seconds")
+    parser.add_argument(
+        "--model", help="model directory (default: the bundled model, else a random tiny one)"
+    )
+    parser.add_argument(
+        "--camera-hz", type=float, default=60.0, help="frames published per second"
+    )
+    parser.add_argument("--clients", type=int, default=16,
+                        help="threads calling Ask/AskYesNo as fast as they are answered")
+    parser.add_argument("--width", type=int, default=640, help="frame width in pixels")
+    parser.add_argument("--height", type=int, default=360, help="frame height in pixels")
+    parser.add_argument("--request-timeout-s", type=float, default=10.0,
+                        help="the node's request_timeout_s")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads of the node")
+    parser.add_argument(
+        "--busy-backoff-s",
+        type=float,
+        default=0.2,
+        help="a client told 'busy' waits this long before asking again (0: hammer)",
+    )
+    parser.add_argument(
+        "--max-rss-slope", type=float, default=5.0, help="MB/min allowed after warm-up"
+    )
+    parser.add_argument(
+        "--default-dds-transport",
+        action="store_true",
+        help="keep Fast DDS's default transport (large frames then get lost in UDP fragments)",
+    )
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
     args.duration_s = args.seconds if args.seconds else 60.0 * (args.minutes or 5.0)
     args.deadline_s = args.request_timeout_s + REPLY_GRACE_S
 
     from cobra_ros.paths import default_model_path
-    from cobra_ros.ros.testing import CobraClient, NodeProcess, isolate_ros_traffic
+    from harness.ros import CobraClient, NodeProcess, isolate_ros_traffic
 
-    model = args.model or (str(default_model_path()) if (default_model_path() / "config.json").is_file() else None)
+    model = args.model or (
+        str(default_model_path()) if (default_model_path() / "config.json").is_file() else None
+    )
     if model is None:
         from cobra_ros.cli.init import init_model_dir
 
@@ -188,13 +239,22 @@ def main(argv=None) -> int:
 
         use_large_frames()
     namespace = f"/soak_{os.getpid()}"
-    node = NodeProcess(["-p", f"model_path:={model}", "-p", "describe_rate_hz:=2.0", "-p", "max_new_tokens:=16",
-                        "-p", f"request_timeout_s:={args.request_timeout_s}", "-r", f"__ns:={namespace}"],
-                       torch_threads=args.torch_threads)
+    node = NodeProcess(
+        [
+            "-p", f"model_path:={model}", "-p", "describe_rate_hz:=2.0",
+            "-p", "max_new_tokens:=16", "-p", f"request_timeout_s:={args.request_timeout_s}",
+            "-r", f"__ns:={namespace}",
+        ],
+        torch_threads=args.torch_threads,
+    )
     client = CobraClient(namespace)
-    print(f"soak: {args.duration_s:.0f} s, camera {args.camera_hz:g} Hz {args.width}x{args.height}, "
-          f"{args.clients} clients + 1 cancelled Describe loop, model {model}, node pid {node.process.pid}, "
-          f"DDS profile {os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE') or 'default'}", flush=True)
+    print(
+        f"soak: {args.duration_s:.0f} s, camera {args.camera_hz:g} Hz {args.width}x{args.height}, "
+        f"{args.clients} clients + 1 cancelled Describe loop, model {model}, "
+        f"node pid {node.process.pid}, "
+        f"DDS profile {os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE') or 'default'}",
+        flush=True,
+    )
     try:
         client.wait_ready(timeout=120)
         soak = Soak(client, args)
@@ -206,21 +266,30 @@ def main(argv=None) -> int:
 
     before, after = figures["before"], figures["after"]
     counted = {k: after[k] - before[k] for k in after}
-    exact = after["received"] == sum(after[k] for k in ("rejected", "dropped", "encoded", "failed", "waiting"))
+    exact = after["received"] == sum(
+        after[k] for k in ("rejected", "dropped", "encoded", "failed", "waiting")
+    )
     # frames sent before the node's first frame from this publisher are not gaps it could see
     unseen = soak.published - counted["received"] - counted["lost"]
     slope = rss_slope_mb_per_min(figures["rss"])
-    latency = {kind: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)), "n": len(v)}
-               for kind, v in soak.latency.items()}
+    latency_ms = {kind: percentiles(v) for kind, v in soak.latency.items()}
     report = {
-        "duration_s": figures["elapsed_s"], "node_alive_at_end": alive, "node_exit_status": exit_status,
-        "calls": dict(soak.calls), "replies": dict(soak.replies), "errors": dict(soak.errors),
+        "duration_s": figures["elapsed_s"],
+        "node_alive_at_end": alive,
+        "node_exit_status": exit_status,
+        "calls": dict(soak.calls),
+        "replies": dict(soak.replies),
+        "errors": dict(soak.errors),
         "describe_goals_cancelled": soak.cancelled,
-        "unanswered": soak.lost, "frames_published": soak.published, "frames": counted,
-        "frame_counts_exact": exact, "frames_published_but_not_counted": unseen,
+        "unanswered": soak.lost,
+        "frames_published": soak.published,
+        "frames": counted,
+        "frame_counts_exact": exact,
+        "frames_published_but_not_counted": unseen,
         "rss_mb_start_end": [figures["rss"][0][1], figures["rss"][-1][1]],
-        "rss_slope_mb_per_min": slope, "rss_trace_mb": [round(mb, 1) for _, mb in figures["rss"]],
-        "latency": latency,
+        "rss_slope_mb_per_min": slope,
+        "rss_trace_mb": [round(mb, 1) for _, mb in figures["rss"]],
+        "latency_ms": latency_ms,
     }
     print(json.dumps(report, indent=2))
     if args.json:
