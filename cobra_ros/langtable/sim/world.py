@@ -326,7 +326,6 @@ class LangTableSim(SimBase):
             self.block_mode = block_mode
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        c = self._client
         self._build()
         self.blocks_on_table = self.block_set()
         lo = np.array([X_MIN + SPAWN_BUFFER, Y_MIN + SPAWN_BUFFER])
@@ -336,14 +335,21 @@ class LangTableSim(SimBase):
         self._snap_effector()
         self._set_target(start)
         self._physics(ARM_SETTLE_STEPS)
-        for pos in self._layout(lo, hi, start):
-            name, xy, yaw = pos
-            c.resetBasePositionAndOrientation(self.block_ids[name], [xy[0], xy[1], 0.0],
-                                              c.getQuaternionFromEuler([0, 0, yaw]))
+        self.layout = self._layout(lo, hi, start)  # as sampled, before physics separates them
+        for name, xy, yaw in self.layout:
+            self.place(name, xy, yaw)
         self._physics(BLOCK_SETTLE_STEPS)
         self.time_s, self.step_count = 0.0, 0
         self.instruction = instruction if instruction is not None else self._instruction()
         return self.observe()
+
+    def place(self, name: str, xy, yaw: float = 0.0):
+        """Put a block upright at xy (metres) with the given yaw, at rest; physics resolves any
+        overlap on the next step."""
+        c = self._client
+        c.resetBasePositionAndOrientation(self.block_ids[name], [float(xy[0]), float(xy[1]), 0.0],
+                                          c.getQuaternionFromEuler([0, 0, float(yaw)]))
+        c.resetBaseVelocity(self.block_ids[name], [0, 0, 0], [0, 0, 0])
 
     def _snap_effector(self):
         flange = self._client.getLinkState(self.arm_id, ARM_LINK, computeForwardKinematics=1)
