@@ -71,7 +71,7 @@ class OriginalLangTableSim(SimBase):
         self.camera = camera if isinstance(camera, SimCamera) else SimCamera(self.size, camera)
         self.lighting = lighting or Lighting()
         self.training = training
-        self._env = None
+        self._envs = {}
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._open(block_mode)
@@ -80,14 +80,17 @@ class OriginalLangTableSim(SimBase):
     def _open(self, block_mode: str):
         if block_mode not in BLOCK_MODES:
             raise ValueError(f"block_mode must be one of {BLOCK_MODES}, not {block_mode!r}")
-        if self._env is not None:
-            self._env.pybullet_client.disconnect()
-        mode = self._blocks.LanguageTableBlockVariants[block_mode]
-        self._env = self._lt.LanguageTable(block_mode=mode, training=self.training,
-                                           seed=self._seed, render_text_in_image=False)
+        if block_mode not in self._envs:  # one env per mode: building one takes ~0.5 s
+            mode = self._blocks.LanguageTableBlockVariants[block_mode]
+            self._envs[block_mode] = self._lt.LanguageTable(
+                block_mode=mode, training=self.training, seed=self._seed,
+                render_text_in_image=False)
+        self._env = self._envs[block_mode]
         self.block_mode = block_mode
         self._client = self._env.pybullet_client
         self.arm_id = self._env._robot.xarm
+        self.effector_id = self._env._robot.end_effector
+        self.board_id = self._env._workspace_uid
         self.block_ids = dict(self._env._block_to_pybullet_id)
         assets = os.path.join(os.path.dirname(self._lt.__file__), "assets", "blocks")
         self._meshes = {n: os.path.join(assets, block_shape(n) + ".obj") for n in self.block_ids}
@@ -102,7 +105,7 @@ class OriginalLangTableSim(SimBase):
             self._rng = np.random.default_rng(seed)
         if block_mode is not None and block_mode != self.block_mode:
             self._open(block_mode)
-        elif seed is not None:
+        if seed is not None:
             self._env._rng = np.random.RandomState(seed)  # env.seed() also seeds a reward
         self._env.reset()
         self.blocks_on_table = tuple(self._env._blocks_on_table)
@@ -125,3 +128,8 @@ class OriginalLangTableSim(SimBase):
         self.time_s += 0.1
         self.step_count += 1
         return self.observe()
+
+    def close(self):
+        for env in self._envs.values():
+            env.pybullet_client.disconnect()
+        self._envs, self._client = {}, None

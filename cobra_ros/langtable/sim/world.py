@@ -318,16 +318,22 @@ class LangTableSim(SimBase):
         return tuple(subsets[int(self._rng.integers(len(subsets)))])
 
     def reset(self, seed: int | None = None, block_mode: str | None = None,
-              instruction: str | None = None) -> SimFrame:
+              instruction: str | None = None, blocks=None) -> SimFrame:
         """New layout: effector and blocks uniform in the workspace less the 0.08 m buffer, block
-        centres > 0.0175 m apart and > 0.06 m from the effector, then 200 settling steps."""
+        centres > 0.0175 m apart and > 0.06 m from the effector, then 200 settling steps.
+
+        blocks: names of the blocks to put on the table this time instead of the mode's set."""
         if block_mode is not None:
             self._check_mode(block_mode)
             self.block_mode = block_mode
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         self._build()
-        self.blocks_on_table = self.block_set()
+        if blocks is not None:
+            unknown = set(blocks) - set(ALL_BLOCKS)
+            if unknown or len(blocks) < 2:
+                raise ValueError(f"blocks must name at least 2 of {ALL_BLOCKS}, got {blocks!r}")
+        self.blocks_on_table = tuple(blocks) if blocks is not None else self.block_set()
         lo = np.array([X_MIN + SPAWN_BUFFER, Y_MIN + SPAWN_BUFFER])
         hi = np.array([X_MAX - SPAWN_BUFFER, Y_MAX - SPAWN_BUFFER])
         start = self._rng.uniform(lo, hi)
