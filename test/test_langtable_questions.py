@@ -197,3 +197,16 @@ def test_region_hits_score_where_a_description_places_each_block():
         B("red_moon", Q.ROW_EDGES[0], -0.2)
     ]  # on the top/middle row boundary: either is fair
     assert Q.region_hits("A red moon at the top left.", on_edge) == (0, 0)
+
+
+def test_make_examples_caches_to_disk_and_keeps_the_2d_source(tmp_path):
+    fresh = Q.make_examples(seed=3, n_scenes=2, image_size=32, source="2d", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("examples-*.pkl"))) == 1
+    cached = Q.make_examples(seed=3, n_scenes=2, image_size=32, source="2d", cache_dir=tmp_path)
+    np.testing.assert_array_equal(fresh.images, cached.images)
+    assert fresh.examples == cached.examples
+    sim = Q.make_examples(seed=3, n_scenes=2, image_size=32, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("examples-*.pkl"))) == 2  # the source is part of the key
+    assert not np.array_equal(sim.images, fresh.images)
+    with pytest.raises(ValueError, match="source"):
+        Q.make_examples(seed=3, n_scenes=1, source="pixels")
