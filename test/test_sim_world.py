@@ -206,8 +206,11 @@ def _original_installed() -> bool:
 
 @pytest.mark.skipif(_original_installed(), reason="Google's language_table is installed")
 def test_original_without_the_package_says_what_to_install():
+    import sys
+
     with pytest.raises(ImportError, match="language_table"):
         LangTableSim(original=True, size=SIZE)
+    assert "tensorflow" not in sys.modules or sys.modules["tensorflow"].__spec__ is not None
 
 
 @pytest.mark.skipif(not _original_installed(), reason="needs Google's language_table package")

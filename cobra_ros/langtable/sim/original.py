@@ -10,6 +10,7 @@ of it fails with a clear message.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import types
@@ -31,11 +32,13 @@ class _NoTensorFlow(types.ModuleType):
 
 
 def import_original():
-    """(language_table.environments.language_table, .blocks) or ImportError saying what to do."""
-    try:
-        importlib.import_module("tensorflow")
-    except ImportError:
-        sys.modules.setdefault("tensorflow", _NoTensorFlow("tensorflow"))
+    """(language_table.environments.language_table, .blocks) or ImportError saying what to do.
+
+    The placeholder stands in for TensorFlow only while those modules import (they keep their
+    reference); it leaves sys.modules afterwards, since other libraries (torch) probe for it."""
+    placeholder = None
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow") is None:
+        placeholder = sys.modules["tensorflow"] = _NoTensorFlow("tensorflow")
     try:
         env = importlib.import_module("language_table.environments.language_table")
         blocks = importlib.import_module("language_table.environments.blocks")
@@ -43,6 +46,9 @@ def import_original():
         raise ImportError("original=True needs Google's language_table package (install it from "
                           "github.com/google-research/language-table with gym<=0.23): "
                           f"{exc}") from exc
+    finally:
+        if placeholder is not None and sys.modules.get("tensorflow") is placeholder:
+            del sys.modules["tensorflow"]
     return env, blocks
 
 
