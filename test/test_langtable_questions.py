@@ -121,7 +121,9 @@ def test_make_examples_deterministic_and_prefix_stable():
     assert [e for e in a.examples if e.image < 3] == c.examples
     for truth in a.truths:  # pixel ground truth rescaled into the stored image
         assert all(0 <= t.u < 48 and 0 <= t.v < 48 for t in truth)
-    assert sum(e.relation == "describe" for e in a.examples) == 6
+    # a description for every scene whose blocks the camera all sees (the arm hides some)
+    all_seen = sum(all(t.visible >= 0.5 for t in truth) for truth in a.truths)
+    assert all_seen >= 2 and sum(e.relation == "describe" for e in a.examples) == all_seen
 
 
 @pytest.mark.parametrize("text,context,expected", [

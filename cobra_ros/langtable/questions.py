@@ -7,13 +7,17 @@ asked, so labels stay clean; yes and no are drawn in equal numbers per relation 
 
 from __future__ import annotations
 
+import hashlib
 import math
+import pickle
 import re
 from dataclasses import dataclass, replace
 from itertools import permutations
+from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from cobra_ros.langtable.world import (ALL_BLOCKS, BLOCK_8, COLOURS, SPAWN_BUFFER, X_MAX, X_MIN, Y_MAX, Y_MIN,
                                        block_colour, block_shape, block_text, occluded_blocks, render,
@@ -151,8 +155,12 @@ def relation_label(relation: str, a, b, c=None, others=()):
     raise ValueError(f"unknown relation {relation!r}")
 
 
-def _candidates(relation: str, blocks, absent_names):
-    """(names, label) for every unambiguous question of one relation type."""
+def _candidates(relation: str, blocks, absent_names, context=None):
+    """(names, label) for every unambiguous question of one relation type about `blocks`.
+
+    context: every block in the scene (default `blocks`); "closest" is judged against all of them,
+    hidden ones included, since they are on the board whether or not the camera sees them."""
+    context = blocks if context is None else context
     if relation == "presence":
         return [((b.name,), True) for b in blocks] + [((n,), False) for n in absent_names]
     out = []
@@ -164,7 +172,7 @@ def _candidates(relation: str, blocks, absent_names):
                     out.append(((a.name, b.name, c.name), label))
         return out
     for a, b in permutations(blocks, 2):
-        label = relation_label(relation, a, b, others=blocks)
+        label = relation_label(relation, a, b, others=context)
         if label is not None:
             out.append(((a.name, b.name), label))
     return out
@@ -175,14 +183,14 @@ def _pick(rng, items, k):
 
 
 def yes_no_questions(blocks, rng: np.random.Generator, per_relation: int = 1, absent=None,
-                     relations=RELATIONS) -> list:
+                     relations=RELATIONS, context=None) -> list:
     """Balanced yes/no questions: for each relation, the same number of Yes and No (up to per_relation)."""
     present = {b.name for b in blocks}
     if absent is None:
         absent = [n for n in ALL_BLOCKS if n not in present]
     examples = []
     for relation in relations:
-        cands = _candidates(relation, blocks, absent)
+        cands = _candidates(relation, blocks, absent, context)
         yes = [c for c in cands if c[1]]
         no = [c for c in cands if not c[1]]
         k = min(per_relation, len(yes), len(no))
@@ -247,7 +255,7 @@ def scene_examples(blocks, rng: np.random.Generator, per_relation: int = 1, min_
     hidden = {b.name for b in blocks} - {b.name for b in shown}
     present = {b.name for b in blocks}
     absent = [n for n in block_set if n not in present] or [n for n in ALL_BLOCKS if n not in present]
-    questions = yes_no_questions(shown, rng, per_relation, absent)
+    questions = yes_no_questions(shown, rng, per_relation, absent, context=blocks)
     if hidden:  # with a block half hidden, counts and descriptions are unreliable: keep the safe questions
         return questions
     description = Example(DESCRIBE_PROMPT, describe_scene(shown), "describe", None, tuple(b.name for b in shown))
@@ -363,31 +371,82 @@ class ExampleSet:
     examples: list  # of Example, each pointing at its image
 
 
+SCENE_SOURCES = ("sim", "2d")
+_CACHE_VERSION = 1  # bump when a scene source changes what it renders
+
+
 def make_examples(seed: int, n_scenes: int, image_size=112, render_size=(320, 180), per_relation: int = 1,
-                  n_blocks=(4, 8), block_set=BLOCK_8, randomize: float = 1.0, min_visible: float = 0.5) -> ExampleSet:
+                  n_blocks=(4, 8), block_set=BLOCK_8, randomize: float = 1.0, min_visible: float = 0.5,
+                  source: str = "sim", cache_dir=None, progress: bool | None = None) -> ExampleSet:
     """Render n_scenes random scenes and generate their examples; scene i depends only on (seed, i).
 
-    image_size: int for a square (the dataset frame squashed, as the model sees it), (w, h), or None
-    to keep render_size.
+    source: "sim" (the PyBullet world, `langtable.sim`) or "2d" (the look-alike drawing the bundled
+    model was trained on). image_size: int for a square (the dataset frame squashed, as the model
+    sees it), (w, h), or None to keep render_size. cache_dir: keep the result on disk, keyed by
+    every argument. progress: tqdm bar (None: only on a terminal).
     """
+    if source not in SCENE_SOURCES:
+        raise ValueError(f"source must be one of {SCENE_SOURCES}, not {source!r}")
+    args = (seed, n_scenes, image_size, tuple(render_size), per_relation, n_blocks, tuple(block_set),
+            randomize, min_visible, source, _CACHE_VERSION)
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"examples-{hashlib.sha1(repr(args).encode()).hexdigest()[:16]}.pkl"
+        if path.exists():
+            with open(path, "rb") as f:
+                return pickle.load(f)
     if image_size is None:
         out_w, out_h = render_size
     else:
         out_w, out_h = (image_size, image_size) if np.isscalar(image_size) else image_size
     images = np.empty((n_scenes, out_h, out_w, 3), np.uint8)
     truths, examples = [], []
-    for i in range(n_scenes):
+    scene_of = _sim_scenes(render_size, randomize) if source == "sim" else _drawn_scenes(render_size, randomize)
+    bar = tqdm(range(n_scenes), desc=f"{source} scenes", unit="scene",
+               disable=None if progress is None else not progress)
+    for i in bar:
         rng = np.random.default_rng([seed, i])
-        scene = sample_scene(rng, n_blocks, block_set, randomize=randomize)
-        for _ in range(10):  # move the arm off the blocks when it would hide one
-            if not occluded_blocks(scene):
-                break
-            scene = scene.moved(effector=sample_effector(rng, scene.blocks))
-        frame = render(scene, render_size)
-        sx, sy = out_w / render_size[0], out_h / render_size[1]
+        frame = scene_of(rng, n_blocks, block_set)
+        h, w = frame.rgb.shape[:2]
+        sx, sy = out_w / w, out_h / h
         images[i] = frame.rgb if (sx, sy) == (1, 1) else cv2.resize(frame.rgb, (out_w, out_h),
                                                                       interpolation=cv2.INTER_AREA)
         truths.append([replace(b, u=(b.u + 0.5) * sx - 0.5, v=(b.v + 0.5) * sy - 0.5) for b in frame.blocks])
         examples += [replace(e, image=i)
                      for e in scene_examples(frame.blocks, rng, per_relation, min_visible, block_set)]
-    return ExampleSet(images, truths, examples)
+    data = ExampleSet(images, truths, examples)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+    return data
+
+
+def _draw_count(rng, n_blocks, block_set) -> list:
+    lo, hi = (n_blocks, n_blocks) if np.isscalar(n_blocks) else n_blocks
+    count = int(rng.integers(lo, hi + 1))
+    return [block_set[i] for i in sorted(rng.choice(len(block_set), count, replace=False))]
+
+
+def _sim_scenes(render_size, randomize):
+    from cobra_ros.langtable.sim.scenes import SceneOptions, shared_sim, sim_scene
+
+    opts = SceneOptions(randomize=randomize)
+    sim = shared_sim(render_size)
+
+    def scene_of(rng, n_blocks, block_set):
+        return sim_scene(sim, rng, _draw_count(rng, n_blocks, block_set), render_size, opts)
+    return scene_of
+
+
+def _drawn_scenes(render_size, randomize):
+    def scene_of(rng, n_blocks, block_set):
+        scene = sample_scene(rng, n_blocks, block_set, randomize=randomize)
+        for _ in range(10):  # move the arm off the blocks when it would hide one
+            if not occluded_blocks(scene):
+                break
+            scene = scene.moved(effector=sample_effector(rng, scene.blocks))
+        return render(scene, render_size)
+    return scene_of

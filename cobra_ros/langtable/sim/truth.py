@@ -75,29 +75,45 @@ def silhouette_pixels(camera, verts_world: np.ndarray, tris: np.ndarray) -> floa
     return float(canvas.sum()) / _SCALE**2
 
 
+@dataclass(frozen=True)
+class BlockGeometry:
+    """A block body's mesh in its own frame, and which local axis points up when it stands."""
+
+    verts: np.ndarray  # (N, 3)
+    tris: np.ndarray  # (M*3,)
+    up: tuple = (0.0, 0.0, 1.0)
+    height: float = BLOCK_HEIGHT
+
+
+def prism_geometry(name: str) -> BlockGeometry:
+    verts, tris = prism(block_shape(name))
+    return BlockGeometry(verts, tris)
+
+
 def block_truths(camera, seg: np.ndarray, poses: dict, ids: dict, in_set: set,
-                 shape_of=block_shape) -> list:
+                 geometry=prism_geometry) -> list:
     """BlockTruth of each block in `poses` ({name: ((x, y, z), quat xyzw)}); ids: name -> body."""
     out = []
     flat = seg.ravel()
     counts = np.bincount(flat[flat >= 0], minlength=max(ids.values()) + 1)
     for name, (pos, quat) in poses.items():
+        geo = geometry(name)
         rot = _rotation(quat)
         pos = np.asarray(pos, np.float64)
-        centre = pos + rot @ [0.0, 0.0, BLOCK_HEIGHT / 2]
+        up = rot @ np.asarray(geo.up)
+        centre = pos + up * geo.height / 2
         pixel = tuple(float(v) for v in camera.project(centre))
         n_vis = int(counts[ids[name]]) if ids[name] < len(counts) else 0
         bbox, fraction = (0, 0, 0, 0), 0.0
         if n_vis:
             vs, us = np.nonzero(seg == ids[name])
             bbox = (int(us.min()), int(vs.min()), int(us.max()) + 1, int(vs.max()) + 1)
-            verts, tris = prism(shape_of(name))
-            full = silhouette_pixels(camera, verts @ rot.T + pos, tris)
+            full = silhouette_pixels(camera, geo.verts @ rot.T + pos, geo.tris)
             fraction = min(1.0, n_vis / full) if full else 1.0
         yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
         out.append(BlockTruth(name=name, xy=(float(pos[0]), float(pos[1])), yaw=yaw,
                               z=float(pos[2]), pixel=pixel, bbox=bbox,
                               visible_fraction=float(fraction),
                               on_board=on_board(pos) and name in in_set, in_set=name in in_set,
-                              upright=bool(rot[2, 2] > 0.9), pixels=n_vis))
+                              upright=bool(up[2] > 0.9), pixels=n_vis))
     return out

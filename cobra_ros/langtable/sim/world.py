@@ -20,7 +20,7 @@ from pybullet_utils import bullet_client
 from cobra_ros.langtable.episodes import block2block_instruction
 from cobra_ros.langtable.sim.camera import CameraJitter, SimCamera
 from cobra_ros.langtable.sim.shapes import prism
-from cobra_ros.langtable.sim.truth import BlockTruth, block_truths
+from cobra_ros.langtable.sim.truth import BlockTruth, block_truths, prism_geometry
 from cobra_ros.langtable.world import (ALL_BLOCKS, BLOCK_4, BLOCK_8, BOARD_CENTER_X, BOARD_SIZE,
                                        COLOUR_RGB, EFFECTOR_HEIGHT, SPAWN_BUFFER, X_MAX, X_MIN,
                                        Y_MAX, Y_MIN, block_colour, block_shape)
@@ -105,7 +105,74 @@ class SimFrame:
         return [b for b in self.blocks if b.in_set]
 
 
-class LangTableSim:
+class SimBase:
+    """Rendering and ground truth shared by our world and the original's adapter.
+
+    Subclasses set _client, arm_id, block_ids, blocks_on_table, camera, lighting, _target,
+    time_s, step_count, instruction, block_mode and may override `_geometry`.
+    """
+
+    _geometry = staticmethod(prism_geometry)
+
+    def effector_xy(self) -> np.ndarray:
+        link = self._client.getLinkState(self.arm_id, ARM_LINK, computeForwardKinematics=1)
+        return np.array(link[0][:2])
+
+    def render(self, camera: SimCamera | None = None, lighting: Lighting | None = None,
+               segmentation: bool = False):
+        """RGB HxWx3 uint8 (and the HxW body-id mask when segmentation=True), TinyRenderer, no
+        shadows."""
+        cam = camera or self.camera
+        light = (lighting or self.lighting).kwargs()
+        flags = 0 if segmentation else pybullet.ER_NO_SEGMENTATION_MASK
+        _, _, rgba, _, seg = self._client.getCameraImage(
+            cam.width, cam.height, viewMatrix=cam.view_matrix(self._client),
+            projectionMatrix=cam.projection_matrix(self._client), shadow=0, flags=flags,
+            renderer=pybullet.ER_TINY_RENDERER, **light)
+        rgb = np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4)[..., :3].copy()
+        if not segmentation:
+            return rgb
+        return rgb, np.asarray(seg, np.int32).reshape(cam.height, cam.width)
+
+    def observe(self, camera: SimCamera | None = None, lighting: Lighting | None = None,
+                keep_segmentation: bool = False) -> SimFrame:
+        """Render the current state and compute every block's ground truth for that camera."""
+        cam = camera or self.camera
+        rgb, seg = self.render(cam, lighting, segmentation=True)
+        poses = {n: self._client.getBasePositionAndOrientation(i)
+                 for n, i in self.block_ids.items()}
+        blocks = block_truths(cam, seg, poses, self.block_ids, set(self.blocks_on_table),
+                              self._geometry)
+        return SimFrame(rgb=rgb, time_s=self.time_s, step=self.step_count,
+                        effector_xy=self.effector_xy(), effector_target_xy=self._target.copy(),
+                        instruction=self.instruction, blocks=blocks, block_mode=self.block_mode,
+                        camera=cam, segmentation=seg if keep_segmentation else None)
+
+    def jittered_camera(self, rng: np.random.Generator, size=None, **ranges) -> SimCamera:
+        return SimCamera(size or self.size, CameraJitter.sample(rng, **ranges))
+
+    def velocities(self) -> np.ndarray:
+        """(n_in_set, 6) linear and angular velocity of the blocks on the table."""
+        return np.array([np.concatenate(self._client.getBaseVelocity(self.block_ids[n]))
+                         for n in self.blocks_on_table])
+
+    @property
+    def client(self):
+        return self._client
+
+    def close(self):
+        if self._client is not None:
+            self._client.disconnect()
+            self._client = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LangTableSim(SimBase):
     """The Language-Table world: reset, step(action) at 10 Hz, render, ground truth per frame.
 
     size is (width, height) of rendered frames; the dataset camera at 640x360 unless `camera` (a
@@ -251,17 +318,22 @@ class LangTableSim:
         return tuple(subsets[int(self._rng.integers(len(subsets)))])
 
     def reset(self, seed: int | None = None, block_mode: str | None = None,
-              instruction: str | None = None) -> SimFrame:
+              instruction: str | None = None, blocks=None) -> SimFrame:
         """New layout: effector and blocks uniform in the workspace less the 0.08 m buffer, block
-        centres > 0.0175 m apart and > 0.06 m from the effector, then 200 settling steps."""
+        centres > 0.0175 m apart and > 0.06 m from the effector, then 200 settling steps.
+
+        blocks: names of the blocks to put on the table this time instead of the mode's set."""
         if block_mode is not None:
             self._check_mode(block_mode)
             self.block_mode = block_mode
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        c = self._client
         self._build()
-        self.blocks_on_table = self.block_set()
+        if blocks is not None:
+            unknown = set(blocks) - set(ALL_BLOCKS)
+            if unknown or len(blocks) < 2:
+                raise ValueError(f"blocks must name at least 2 of {ALL_BLOCKS}, got {blocks!r}")
+        self.blocks_on_table = tuple(blocks) if blocks is not None else self.block_set()
         lo = np.array([X_MIN + SPAWN_BUFFER, Y_MIN + SPAWN_BUFFER])
         hi = np.array([X_MAX - SPAWN_BUFFER, Y_MAX - SPAWN_BUFFER])
         start = self._rng.uniform(lo, hi)
@@ -269,14 +341,21 @@ class LangTableSim:
         self._snap_effector()
         self._set_target(start)
         self._physics(ARM_SETTLE_STEPS)
-        for pos in self._layout(lo, hi, start):
-            name, xy, yaw = pos
-            c.resetBasePositionAndOrientation(self.block_ids[name], [xy[0], xy[1], 0.0],
-                                              c.getQuaternionFromEuler([0, 0, yaw]))
+        self.layout = self._layout(lo, hi, start)  # as sampled, before physics separates them
+        for name, xy, yaw in self.layout:
+            self.place(name, xy, yaw)
         self._physics(BLOCK_SETTLE_STEPS)
         self.time_s, self.step_count = 0.0, 0
         self.instruction = instruction if instruction is not None else self._instruction()
         return self.observe()
+
+    def place(self, name: str, xy, yaw: float = 0.0):
+        """Put a block upright at xy (metres) with the given yaw, at rest; physics resolves any
+        overlap on the next step."""
+        c = self._client
+        c.resetBasePositionAndOrientation(self.block_ids[name], [float(xy[0]), float(xy[1]), 0.0],
+                                          c.getQuaternionFromEuler([0, 0, float(yaw)]))
+        c.resetBaseVelocity(self.block_ids[name], [0, 0, 0], [0, 0, 0])
 
     def _snap_effector(self):
         flange = self._client.getLinkState(self.arm_id, ARM_LINK, computeForwardKinematics=1)
@@ -315,61 +394,3 @@ class LangTableSim:
         self.time_s += 1.0 / CONTROL_HZ
         self.step_count += 1
         return self.observe()
-
-    # ------------------------------------------------------------------ observation
-
-    def effector_xy(self) -> np.ndarray:
-        link = self._client.getLinkState(self.arm_id, ARM_LINK, computeForwardKinematics=1)
-        return np.array(link[0][:2])
-
-    def render(self, camera: SimCamera | None = None, lighting: Lighting | None = None,
-               segmentation: bool = False):
-        """RGB HxWx3 uint8 (and the HxW body-id mask when segmentation=True), TinyRenderer, no
-        shadows."""
-        cam = camera or self.camera
-        light = (lighting or self.lighting).kwargs()
-        flags = 0 if segmentation else pybullet.ER_NO_SEGMENTATION_MASK
-        _, _, rgba, _, seg = self._client.getCameraImage(
-            cam.width, cam.height, viewMatrix=cam.view_matrix(self._client),
-            projectionMatrix=cam.projection_matrix(self._client), shadow=0, flags=flags,
-            renderer=pybullet.ER_TINY_RENDERER, **light)
-        rgb = np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4)[..., :3].copy()
-        if not segmentation:
-            return rgb
-        return rgb, np.asarray(seg, np.int32).reshape(cam.height, cam.width)
-
-    def observe(self, camera: SimCamera | None = None, lighting: Lighting | None = None,
-                keep_segmentation: bool = False) -> SimFrame:
-        """Render the current state and compute every block's ground truth for that camera."""
-        cam = camera or self.camera
-        rgb, seg = self.render(cam, lighting, segmentation=True)
-        poses = {n: self._client.getBasePositionAndOrientation(i)
-                 for n, i in self.block_ids.items()}
-        blocks = block_truths(cam, seg, poses, self.block_ids, set(self.blocks_on_table))
-        return SimFrame(rgb=rgb, time_s=self.time_s, step=self.step_count,
-                        effector_xy=self.effector_xy(), effector_target_xy=self._target.copy(),
-                        instruction=self.instruction, blocks=blocks, block_mode=self.block_mode,
-                        camera=cam, segmentation=seg if keep_segmentation else None)
-
-    def jittered_camera(self, rng: np.random.Generator, size=None, **ranges) -> SimCamera:
-        return SimCamera(size or self.size, CameraJitter.sample(rng, **ranges))
-
-    def velocities(self) -> np.ndarray:
-        """(n_in_set, 6) linear and angular velocity of the blocks on the table."""
-        return np.array([np.concatenate(self._client.getBaseVelocity(self.block_ids[n]))
-                         for n in self.blocks_on_table])
-
-    @property
-    def client(self):
-        return self._client
-
-    def close(self):
-        if self._client is not None:
-            self._client.disconnect()
-            self._client = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
