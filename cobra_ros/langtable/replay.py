@@ -30,7 +30,6 @@ from cobra_ros.langtable.episodes import iter_push_episodes
 from cobra_ros.langtable.world import DEFAULT_SIZE, Rendered, render
 
 CONTROL_RATE_HZ = 10.0  # env control_frequency; OXE and LeRobot list language_table at 10 fps
-SIM_BLOCK_MODES = ("BLOCK_4", "BLOCK_8", "N_CHOOSE_K")  # cobra_ros.langtable.sim.BLOCK_MODES
 SOURCE_HELP = ("'sim' or 'sim:BLOCK_4|BLOCK_8|N_CHOOSE_K' (the PyBullet world), 'synthetic' "
                "(the 2-D look-alike), an RLDS version dir or a ROS 2 bag")
 
@@ -71,10 +70,12 @@ def make_source(spec, seed: int = 0, episodes: int = 10, size=DEFAULT_SIZE):
     if spec == "synthetic":
         return SyntheticSource(seed, episodes, tuple(size))
     if spec == "sim" or spec.startswith("sim:"):
+        from cobra_ros.langtable.sim import BLOCK_MODES
+
         mode = spec.partition(":")[2] or "BLOCK_4"
-        if mode not in SIM_BLOCK_MODES:
+        if mode not in BLOCK_MODES:
             raise ValueError(f"{spec!r}: the world's block mode is one of "
-                             f"{', '.join(SIM_BLOCK_MODES)}, not {mode!r}")
+                             f"{', '.join(BLOCK_MODES)}, not {mode!r}")
         return SimSource(mode, seed, episodes, tuple(size))
     source_kind(spec)  # fail early on a path that is neither
     return spec
@@ -177,22 +178,37 @@ def push_action(target, block_xy, goal_xy, pushing: bool) -> tuple:
     return delta / max(1.0, np.linalg.norm(delta) / PUSH_SPEED), pushing
 
 
-def sim_truth(frame) -> Rendered:
-    """The world's ground truth of a frame in the form the question generators and evaluation
-    read (cobra_ros.langtable.world.Rendered): the blocks of the episode's set."""
-    from cobra_ros.langtable.world import BlockTruth, block_colour, block_shape
+def push_task(rng: np.random.Generator, blocks: dict) -> tuple:
+    """(block, goal block) for a push the scripted pusher can do: the two over 10 cm apart and
+    no third block within 5 cm of the line it pushes along (from behind the block to the goal).
+    Any pair when none is clear."""
+    def clear(a, b):
+        start = np.asarray(blocks[a]) - PUSH_CLEARANCE * _unit(np.subtract(blocks[b], blocks[a]))
+        return np.hypot(*np.subtract(blocks[b], blocks[a])) > 0.1 and all(
+            _segment_distance(blocks[c], start, blocks[b]) > 0.05
+            for c in blocks if c not in (a, b))
 
-    blocks = [BlockTruth(b.name, block_colour(b.name), block_shape(b.name), b.xy[0], b.xy[1],
-                         b.yaw, b.pixel[0], b.pixel[1], b.visible_fraction)
-              for b in frame.blocks if b.in_set]
-    effector = (float(frame.effector_xy[0]), float(frame.effector_xy[1]))
-    uv = frame.camera.project((*effector, 0.0)) if frame.camera is not None else (np.nan, np.nan)
-    return Rendered(frame.rgb, blocks, effector, (float(uv[0]), float(uv[1])))
+    pairs = [(a, b) for a in blocks for b in blocks if a != b]
+    good = [p for p in pairs if clear(*p)] or pairs
+    return good[int(rng.integers(len(good)))]
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, np.float64)
+    return v / max(np.linalg.norm(v), 1e-9)
+
+
+def _segment_distance(p, a, b) -> float:
+    p, a, b = (np.asarray(v, np.float64) for v in (p, a, b))
+    ab = b - a
+    t = np.clip(np.dot(p - a, ab) / max(np.dot(ab, ab), 1e-12), 0.0, 1.0)
+    return float(np.linalg.norm(a + t * ab - p))
 
 
 def _sim_frames(source: SimSource, start: int, limit: int | None, rate_hz: float):
     from cobra_ros.langtable.episodes import block2block_instruction
     from cobra_ros.langtable.sim import LangTableSim
+    from cobra_ros.langtable.sim.scenes import frame_to_rendered
 
     stop = source.episodes if limit is None else min(source.episodes, start + limit)
     with LangTableSim(source.block_mode, seed=source.seed, size=source.size,
@@ -201,15 +217,15 @@ def _sim_frames(source: SimSource, start: int, limit: int | None, rate_hz: float
             rng = np.random.default_rng([source.seed, index])
             frame = sim.reset(seed=int(rng.integers(2**31)))
             names = [b.name for b in frame.blocks if b.in_set]
-            a, b = rng.choice(len(names), 2, replace=False)
-            instruction = block2block_instruction(rng, names[a], names[b])
+            a, b = push_task(rng, {n: frame.block(n).xy for n in names})
+            instruction = block2block_instruction(rng, a, b)
             pushing = False
             for k in range(source.steps):
-                yield ReplayFrame(index, k, k / rate_hz, frame.rgb, instruction, sim_truth(frame))
+                truth = frame_to_rendered(frame)
+                yield ReplayFrame(index, k, k / rate_hz, frame.rgb, instruction, truth)
                 if k + 1 < source.steps:
-                    action, pushing = push_action(frame.effector_target_xy,
-                                                  frame.block(names[a]).xy,
-                                                  frame.block(names[b]).xy, pushing)
+                    action, pushing = push_action(frame.effector_target_xy, frame.block(a).xy,
+                                                  frame.block(b).xy, pushing)
                     frame = sim.step(action)
 
 
