@@ -302,6 +302,9 @@ def test_the_recorded_bag_replays_frame_for_frame(world):
     by_stamp = dict(zip(stamps, frames))
     for stamp, rgb in seen.items():
         np.testing.assert_array_equal(by_stamp[stamp].rgb, rgb)
+    # and each frame comes with the instruction of its episode
+    for stamp, truth in truths.items():
+        assert by_stamp[stamp].instruction == truth.instruction
     # the ground truth is recorded with its definition: any reader can decode it
     with AnyReader([bag_path]) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}

@@ -59,7 +59,7 @@ class ReplayFrame(NamedTuple):
     step_index: int
     stamp: float  # seconds since the episode's first frame (a bag counts as one episode)
     rgb: np.ndarray  # HxWx3 uint8 RGB
-    instruction: str | None
+    instruction: str | None  # a bag's: the last on an `instruction` topic up to the frame
     truth: Rendered | None  # block ground truth: synthetic and sim frames only
 
 
@@ -140,10 +140,28 @@ def _bag_frames(path, topic) -> Iterator[ReplayFrame]:
             raise ValueError(f"{path}: choose one image topic with topic=... "
                              f"from {sorted(topics) or 'none'}")
         topic = next(iter(topics))
+    instructions = _bag_instructions(path)
     first = None
     for k, frame in enumerate(bag.iter_bag_images(path, [topic])):
         first = frame.stamp_ns if first is None else first
-        yield ReplayFrame(0, k, (frame.stamp_ns - first) / 1e9, frame.rgb, None, None)
+        said = [text for stamp, text in instructions if stamp <= frame.stamp_ns]
+        yield ReplayFrame(0, k, (frame.stamp_ns - first) / 1e9, frame.rgb,
+                          said[-1] if said else None, None)
+
+
+def _bag_instructions(path) -> list:
+    """(log time ns, text) of the bag's std_msgs/String topics named `instruction`, as the
+    langtable nodes publish them, in time order."""
+    from rosbags.rosbag2 import Reader
+
+    with Reader(path) as reader:
+        connections = [c for c in reader.connections if c.msgtype == "std_msgs/msg/String"
+                       and c.topic.rsplit("/", 1)[-1] == "instruction"]
+        if not connections:
+            return []
+        store = bag.typestore()
+        return sorted((stamp, store.deserialize_cdr(raw, c.msgtype).data)
+                      for c, stamp, raw in reader.messages(connections=connections))
 
 
 # ---------------------------------------------------------------- the PyBullet world
