@@ -180,7 +180,7 @@ class SimNode(Node):
                 frame = self._reset(None if request.seed < 0 else request.seed, mode,
                                     request.instruction or None)
                 response.stamp = self._publish(frame)
-        except Exception as err:  # the world could not be reset: say why, keep the old episode
+        except Exception as err:  # e.g. a layout the world could not place: say why
             response.success, response.message = False, f"{type(err).__name__}: {err}"
             return response
         response.success = True
