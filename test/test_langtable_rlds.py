@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,3 +242,27 @@ def test_missing_shards_and_other_formats_are_named(tmp_path):
     (tmp_path / "dataset_info.json").write_text(json.dumps(dict(info, fileFormat="array_record")))
     with pytest.raises(ValueError, match="array_record"):
         rlds.shard_paths(tmp_path)
+
+
+TFDS_WRITTEN = Path(__file__).parent / "data" / "tfds_shard_index"
+
+
+def test_reads_shards_tensorflow_datasets_wrote_and_named_by_index():
+    # Written and read back by tensorflow-datasets itself (see make.py there): shards named
+    # language_table-train.tfrecord-NNNNN, the template recorded in TFDS's dataset_info.json.
+    assert [p.name for p in rlds.shard_paths(TFDS_WRITTEN)] == [
+        f"language_table-train.tfrecord-{i:05d}" for i in range(3)]
+    assert rlds.count_episodes(TFDS_WRITTEN) == 5
+    expected = json.loads((TFDS_WRITTEN / "expected.json").read_text())
+    episodes = list(rlds.iter_episodes(TFDS_WRITTEN, drop_terminal=False))
+    assert [e.episode_id for e in episodes] == [e["episode_id"] for e in expected]
+    for got, want in zip(episodes, expected):
+        assert len(got.steps) == len(want["steps"])
+        for g, w in zip(got.steps, want["steps"]):
+            np.testing.assert_array_equal(g.rgb, np.array(w["rgb"], np.uint8))
+            for name in ("action", "effector_translation", "effector_target_translation"):
+                np.testing.assert_array_equal(getattr(g, name), np.float32(w[name]))
+            for name in ("reward", "is_first", "is_last", "is_terminal", "instruction"):
+                assert getattr(g, name) == w[name], name
+    # seeking by TFDS's shard lengths: episode 4 is the third shard's only episode
+    assert [e.episode_id for e in rlds.iter_episodes(TFDS_WRITTEN, start=4)] == ["episode-4"]
