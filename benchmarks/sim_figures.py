@@ -67,17 +67,18 @@ def measure(resets: int, seed: int, original: bool = False) -> dict:
                 upright=(upright, total), off_board=(off_board, total))
 
 
-def _tile(img: np.ndarray, label: str, size=(640, 360)) -> np.ndarray:
-    """Fit img into a white size tile (nearest-neighbour so native pixels stay visible)."""
+def _tile(img: np.ndarray, label: str, size=(640, 360), strip: int = 24) -> np.ndarray:
+    """Fit img into a white size tile (nearest-neighbour so native pixels stay visible), with its
+    label on a strip below."""
     w, h = size
     scale = min(w / img.shape[1], h / img.shape[0])
     fit = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)),
                      interpolation=cv2.INTER_NEAREST)
-    out = np.full((h, w, 3), 255, np.uint8)
+    out = np.full((h + strip, w, 3), 255, np.uint8)
     y, x = (h - fit.shape[0]) // 2, (w - fit.shape[1]) // 2
     out[y:y + fit.shape[0], x:x + fit.shape[1]] = fit
-    cv2.rectangle(out, (0, h - 28), (w, h), (255, 255, 255), -1)
-    cv2.putText(out, label, (8, h - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(out, label, (8, h + strip - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                cv2.LINE_AA)
     return out
 
 
@@ -95,8 +96,8 @@ def picture(path: Path, seed: int) -> None:
                                        0.05))
         tiles.append(_tile(frame.rgb, f"{mode}, seed {seed + k}, 640x360, after 6 steps"))
     rng = np.random.default_rng(seed)
-    opts = SceneOptions(four_three=0.5)
     for k in range(3):
+        opts = SceneOptions(four_three=1.0 if k == 2 else 0.0)
         names = [b for b in ("red_moon", "blue_cube", "green_star", "yellow_pentagon",
                              "red_pentagon", "blue_moon", "green_cube", "yellow_star")][:4 + 2 * k]
         rendered = sim_scene(large, rng, names, (640, 360), opts)
@@ -113,7 +114,8 @@ def picture(path: Path, seed: int) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resets", type=int, default=120, help="random resets to measure")
+    parser.add_argument("--resets", type=int, default=120,
+                        help="random resets to measure (0: only the picture)")
     parser.add_argument("--seed", type=int, default=0, help="seed of resets and actions")
     parser.add_argument("--picture", type=Path, default=None,
                         help="also write the picture of frames here (docs/langtable_sim.png)")
@@ -123,6 +125,8 @@ def main(argv=None) -> int:
     if args.picture is not None:
         picture(args.picture, args.seed)
         print(f"wrote {args.picture}")
+    if args.resets < 1:
+        return 0
     m = measure(args.resets, args.seed, args.original)
     print(f"{'mean colour (RGB)':<22} {'ours':>18} {'reference':>18}")
     for key in ("board", "ground left", "ground right") + COLOURS:

@@ -43,15 +43,21 @@ def test_perspective_conflicts_are_skipped():
         return world.BlockTruth(name, *name.split("_"), x, y, 0.0, u, v, 1.0)
 
     near_cam, far_cam = seen("red_moon", 0.52, 0.20), seen("blue_cube", 0.23, 0.235)
-    assert near_cam.y < far_cam.y - Q.SIDE_MARGIN and near_cam.u > far_cam.u  # the board is a trapezoid
+    assert (
+        near_cam.y < far_cam.y - Q.SIDE_MARGIN and near_cam.u > far_cam.u
+    )  # the board is a trapezoid
     assert Q.relation_label("left_of", near_cam, far_cam) is None
-    assert Q.relation_label("left_of", B("red_moon", 0.52, 0.20), B("blue_cube", 0.23, 0.235)) is True
+    assert (
+        Q.relation_label("left_of", B("red_moon", 0.52, 0.20), B("blue_cube", 0.23, 0.235)) is True
+    )
 
 
 def test_description_is_canonical():
     blocks = [B("blue_cube", 0.375, 0.0), B("red_moon", 0.25, -0.2), B("green_star", 0.5, 0.2)]
-    assert Q.describe_scene(blocks) == ("There are 3 blocks: a red moon at the top left, a blue cube in the "
-                                        "center and a green star at the bottom right.")
+    assert Q.describe_scene(blocks) == (
+        "There are 3 blocks: a red moon at the top left, a blue cube in the "
+        "center and a green star at the bottom right."
+    )
     assert Q.describe_scene(blocks[:1]) == "There is 1 block: a blue cube in the center."
     assert Q.block_mentions(Q.describe_scene(blocks)) == {"blue_cube", "red_moon", "green_star"}
 
@@ -90,9 +96,16 @@ def test_open_questions_answers():
 
 def test_where_questions_ask_about_every_block_clear_of_a_region_edge():
     edge = Q.ROW_EDGES[0]
-    blocks = [B("red_moon", 0.25, -0.2), B("green_star", 0.5, 0.2), B("blue_cube", edge + 0.005, 0.0)]
+    blocks = [
+        B("red_moon", 0.25, -0.2),
+        B("green_star", 0.5, 0.2),
+        B("blue_cube", edge + 0.005, 0.0),
+    ]
     asked = {e.question: e.answer for e in Q.where_questions(blocks)}
-    assert asked == {"Where is the red moon?": "at the top left", "Where is the green star?": "at the bottom right"}
+    assert asked == {
+        "Where is the red moon?": "at the top left",
+        "Where is the green star?": "at the bottom right",
+    }
 
 
 def test_training_can_ask_where_about_every_block():
@@ -126,18 +139,37 @@ def test_make_examples_deterministic_and_prefix_stable():
     assert all_seen >= 2 and sum(e.relation == "describe" for e in a.examples) == all_seen
 
 
-@pytest.mark.parametrize("text,context,expected", [
-    ("a red crescent next to the blue square block", None, {"red_moon", "blue_cube"}),
-    ("the red block is near the star", {"red_moon", "green_star", "blue_cube"}, {"red_moon", "green_star"}),
-    ("the red block", {"red_moon", "red_pentagon"}, set()),  # ambiguous: dropped
-    ("a purple cube and a yellow hexagon", {"yellow_star", "blue_cube"}, {"purple_cube", "yellow_star"}),
-    ("a red circle", {"green_star"}, {"red_circle"}),  # refers to nothing on the board: a hallucination
-    ("the pentagon is left of the moon", {"red_moon", "yellow_pentagon"}, {"red_moon", "yellow_pentagon"}),
-    ("a star", {"red_moon"}, {"star"}),
-    ("two stars and a green-colored half moon", None, {"green_moon"}),
-    ("there is no green star, only a blue moon", None, {"blue_moon"}),
-    ("Blue Cubes everywhere", None, {"blue_cube"}),
-])
+@pytest.mark.parametrize(
+    "text,context,expected",
+    [
+        ("a red crescent next to the blue square block", None, {"red_moon", "blue_cube"}),
+        (
+            "the red block is near the star",
+            {"red_moon", "green_star", "blue_cube"},
+            {"red_moon", "green_star"},
+        ),
+        ("the red block", {"red_moon", "red_pentagon"}, set()),  # ambiguous: dropped
+        (
+            "a purple cube and a yellow hexagon",
+            {"yellow_star", "blue_cube"},
+            {"purple_cube", "yellow_star"},
+        ),
+        (
+            "a red circle",
+            {"green_star"},
+            {"red_circle"},
+        ),  # refers to nothing on the board: a hallucination
+        (
+            "the pentagon is left of the moon",
+            {"red_moon", "yellow_pentagon"},
+            {"red_moon", "yellow_pentagon"},
+        ),
+        ("a star", {"red_moon"}, {"star"}),
+        ("two stars and a green-colored half moon", None, {"green_moon"}),
+        ("there is no green star, only a blue moon", None, {"blue_moon"}),
+        ("Blue Cubes everywhere", None, {"blue_cube"}),
+    ],
+)
 def test_block_mentions(text, context, expected):
     assert Q.block_mentions(text, context) == expected
 
@@ -152,8 +184,29 @@ def test_mention_scores():
 def test_region_hits_score_where_a_description_places_each_block():
     blocks = [B("blue_cube", 0.375, 0.0), B("red_moon", 0.25, -0.2), B("green_star", 0.5, 0.2)]
     assert Q.region_hits(Q.describe_scene(blocks), blocks) == (3, 3)
-    swapped = "There are 3 blocks: a red moon at the bottom right, a blue cube in the center and a green star on the left."
+    swapped = (
+        "There are 3 blocks: a red moon at the bottom right, a blue cube in the center and "
+        "a green star on the left."
+    )
     assert Q.region_hits(swapped, blocks) == (1, 3)
-    assert Q.region_hits("A red moon at the top left and a blue cube.", blocks) == (1, 1)  # unplaced: not scored
-    on_edge = [B("red_moon", Q.ROW_EDGES[0], -0.2)]  # on the top/middle row boundary: either is fair
+    assert Q.region_hits("A red moon at the top left and a blue cube.", blocks) == (
+        1,
+        1,
+    )  # unplaced: not scored
+    on_edge = [
+        B("red_moon", Q.ROW_EDGES[0], -0.2)
+    ]  # on the top/middle row boundary: either is fair
     assert Q.region_hits("A red moon at the top left.", on_edge) == (0, 0)
+
+
+def test_make_examples_caches_to_disk_and_keeps_the_2d_source(tmp_path):
+    fresh = Q.make_examples(seed=3, n_scenes=2, image_size=32, source="2d", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("examples-*.pkl"))) == 1
+    cached = Q.make_examples(seed=3, n_scenes=2, image_size=32, source="2d", cache_dir=tmp_path)
+    np.testing.assert_array_equal(fresh.images, cached.images)
+    assert fresh.examples == cached.examples
+    sim = Q.make_examples(seed=3, n_scenes=2, image_size=32, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("examples-*.pkl"))) == 2  # the source is part of the key
+    assert not np.array_equal(sim.images, fresh.images)
+    with pytest.raises(ValueError, match="source"):
+        Q.make_examples(seed=3, n_scenes=1, source="pixels")

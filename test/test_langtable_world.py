@@ -14,7 +14,12 @@ def _nearest_colour(pixel):
 
 def test_footprints_match_reference_extents():
     # cube 3.97x3.97, moon 5.25x2.57, star 4.44x4.08, pentagon 4.44x4.13 cm (mesh extents)
-    want = {"cube": (3.97, 3.97), "moon": (5.25, 2.57), "star": (4.44, 4.08), "pentagon": (4.44, 4.13)}
+    want = {
+        "cube": (3.97, 3.97),
+        "moon": (5.25, 2.57),
+        "star": (4.44, 4.08),
+        "pentagon": (4.44, 4.13),
+    }
     for shape, (a, b) in want.items():
         extent = np.ptp(world.FOOTPRINTS[shape], axis=0) * 100
         assert sorted(extent) == pytest.approx(sorted((a, b)), abs=0.25), shape
@@ -22,7 +27,9 @@ def test_footprints_match_reference_extents():
 
 def test_camera_directions_follow_the_dataset():
     cam = world.Camera()
-    top, bottom, left, right = cam.project([[0.2, 0, 0], [0.55, 0, 0], [0.375, -0.2, 0], [0.375, 0.2, 0]])
+    top, bottom, left, right = cam.project(
+        [[0.2, 0, 0], [0.55, 0, 0], [0.375, -0.2, 0], [0.375, 0.2, 0]]
+    )
     assert top[1] < bottom[1]  # small x (toward the robot) is up in the image
     assert left[0] < right[0]  # y < 0 is left
     assert abs(left[1] - right[1]) < 1e-6
@@ -63,12 +70,15 @@ def test_rendered_colour_at_ground_truth_pixel(seed):
             continue
         u, v = int(round(block.u)), int(round(block.v))
         assert 0 <= u < w and 0 <= v < h
-        patch = frame.rgb[v - 1:v + 2, u - 1:u + 2].reshape(-1, 3).astype(float).mean(0)
+        patch = frame.rgb[v - 1 : v + 2, u - 1 : u + 2].reshape(-1, 3).astype(float).mean(0)
         assert _nearest_colour(patch) == block.colour, (block.name, patch)
         assert patch.max() > 110  # a lit block, not the dark board
     # Far from every block and the arm, the board is dark grey.
     corner = frame.rgb[300, 320].astype(int)
-    if all(np.hypot(b.u - 320, b.v - 300) > 40 for b in frame.blocks) and abs(frame.effector_uv[0] - 320) > 60:
+    if (
+        all(np.hypot(b.u - 320, b.v - 300) > 40 for b in frame.blocks)
+        and abs(frame.effector_uv[0] - 320) > 60
+    ):
         assert corner.max() < 110 and np.ptp(corner) < 30
 
 
@@ -85,7 +95,10 @@ def test_push_episode_moves_the_block_and_exports(tmp_path):
     for step in episode.steps:
         assert np.all(np.abs(step.action) <= 0.1)
     words = episode.instruction.split()
-    assert words[0] in ("push", "move", "slide", "put") and world.block_text(episode.block) in episode.instruction
+    assert (
+        words[0] in ("push", "move", "slide", "put")
+        and world.block_text(episode.block) in episode.instruction
+    )
 
     rlds.write_rlds(tmp_path, [episode.to_rlds("synthetic-0", size=(160, 90))])
     (read,) = rlds.iter_episodes(tmp_path)

@@ -174,3 +174,50 @@ def test_pixel_to_table_inverts_project(size, jitter):
     assert np.allclose(back, pts[:, :2], atol=1e-9)
     assert np.allclose(cam.K[0, 0], 0.803 * 16 / 9 * size[1] * (jitter.zoom if jitter else 1))
     assert np.isnan(cam.project([[2.0, 0.0, 0.5]])).all()  # behind the camera
+
+
+def test_scenes_carry_the_worlds_ground_truth_through_a_randomised_camera(sim):
+    from cobra_ros.langtable.sim import scenes
+
+    sim.reset(seed=8, block_mode="BLOCK_8")
+    jitter = CameraJitter.sample(np.random.default_rng(1))
+    frame = sim.observe(SimCamera((240, 180), jitter), keep_segmentation=True)
+    rendered = scenes.frame_to_rendered(frame)
+    assert [t.name for t in rendered.blocks] == [b.name for b in frame.blocks if b.in_set]
+    for t in rendered.blocks:  # the top-face centre seen from above lies on the block
+        if t.visible > 0.9:
+            assert frame.segmentation[int(t.v), int(t.u)] == sim.block_ids[t.name]
+    # randomize=0 is the dataset camera and look; 4:3 frames keep the height
+    plain = scenes.sim_scene(sim, np.random.default_rng(2), BLOCK_4, SIZE,
+                             scenes.SceneOptions(randomize=0))
+    again = sim.observe()
+    assert np.array_equal(plain.rgb, again.rgb)
+    wide = scenes.sim_scene(sim, np.random.default_rng(2), BLOCK_4, SIZE,
+                            scenes.SceneOptions(four_three=1.0))
+    assert wide.rgb.shape == (180, 240, 3)
+    assert {t.name for t in wide.blocks} == set(BLOCK_4)
+
+
+def _original_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("language_table") is not None
+
+
+@pytest.mark.skipif(_original_installed(), reason="Google's language_table is installed")
+def test_original_without_the_package_says_what_to_install():
+    with pytest.raises(ImportError, match="language_table"):
+        LangTableSim(original=True, size=SIZE)
+
+
+@pytest.mark.skipif(not _original_installed(), reason="needs Google's language_table package")
+def test_original_runs_the_same_api_and_ground_truth():
+    orig = LangTableSim(original=True, seed=0, size=SIZE)
+    frame = orig.reset(seed=2, block_mode="BLOCK_8")
+    assert {b.name for b in frame.in_set} == set(BLOCK_8)
+    start = frame.effector_target_xy.copy()
+    frame = orig.step((0.5, 0.0))
+    assert np.allclose(frame.effector_target_xy, np.clip(start + [0.1, 0.0], [X_MIN, Y_MIN],
+                                                         [X_MAX, Y_MAX]), atol=1e-6)
+    assert _check_truth_against_mask(orig.observe(keep_segmentation=True), orig) >= 4
+    orig.close()

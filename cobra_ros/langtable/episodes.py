@@ -15,8 +15,21 @@ from typing import Iterator
 import numpy as np
 
 from cobra_ros.langtable import rlds
-from cobra_ros.langtable.world import (BLOCK_8, BLOCK_RADIUS, DEFAULT_SIZE, EFFECTOR_RADIUS, X_MAX, X_MIN, Y_MAX,
-                                       Y_MIN, BlockPose, Scene, block_text, render, sample_scene)
+from cobra_ros.langtable.world import (
+    BLOCK_8,
+    BLOCK_RADIUS,
+    DEFAULT_SIZE,
+    EFFECTOR_RADIUS,
+    X_MAX,
+    X_MIN,
+    Y_MAX,
+    Y_MIN,
+    BlockPose,
+    Scene,
+    block_text,
+    render,
+    sample_scene,
+)
 
 VERBS = ("push", "move", "slide", "put")
 PREPOSITIONS = ("to", "towards", "close to", "next to")
@@ -60,15 +73,19 @@ class SyntheticEpisode:
     def to_rlds(self, episode_id: str, size=DEFAULT_SIZE) -> rlds.Episode:
         steps = []
         for step, frame in zip(self.steps, self.render_steps(size)):
-            steps.append(rlds.Step(
-                rgb=frame.rgb,
-                effector_translation=np.asarray(step.scene.effector, np.float32),
-                effector_target_translation=step.effector_target.astype(np.float32),
-                action=step.action.astype(np.float32),
-                reward=step.reward,
-                is_first=step.is_first, is_last=step.is_last, is_terminal=step.is_terminal,
-                instruction=self.instruction,
-            ))
+            steps.append(
+                rlds.Step(
+                    rgb=frame.rgb,
+                    effector_translation=np.asarray(step.scene.effector, np.float32),
+                    effector_target_translation=step.effector_target.astype(np.float32),
+                    action=step.action.astype(np.float32),
+                    reward=step.reward,
+                    is_first=step.is_first,
+                    is_last=step.is_last,
+                    is_terminal=step.is_terminal,
+                    instruction=self.instruction,
+                )
+            )
         return rlds.Episode(episode_id, self.instruction, steps)
 
 
@@ -93,8 +110,12 @@ def _resolve_contacts(effector: np.ndarray, blocks: np.ndarray, yaws: np.ndarray
                     push = (2 * BLOCK_RADIUS - dist) / 2 * d / max(dist, 1e-9)
                     blocks[i] -= push
                     blocks[j] += push
-        np.clip(blocks, [X_MIN + BLOCK_RADIUS, Y_MIN + BLOCK_RADIUS], [X_MAX - BLOCK_RADIUS, Y_MAX - BLOCK_RADIUS],
-                out=blocks)
+        np.clip(
+            blocks,
+            [X_MIN + BLOCK_RADIUS, Y_MIN + BLOCK_RADIUS],
+            [X_MAX - BLOCK_RADIUS, Y_MAX - BLOCK_RADIUS],
+            out=blocks,
+        )
 
 
 def _waypoints(start: np.ndarray, block: np.ndarray, direction: np.ndarray) -> list:
@@ -113,14 +134,18 @@ def _waypoints(start: np.ndarray, block: np.ndarray, direction: np.ndarray) -> l
 
 
 def _teleop_action(target, block, goal_block, speed) -> np.ndarray:
-    """Closed-loop pusher: get behind the block on the line to its goal, then push along that line."""
+    """Closed-loop pusher: get behind the block on the line to its goal, then push along it."""
     goal = goal_block + (block - goal_block) / max(np.linalg.norm(block - goal_block), 1e-9) * (
-        2 * BLOCK_RADIUS + 0.004)
+        2 * BLOCK_RADIUS + 0.004
+    )
     to_goal = goal - block
     remaining = np.linalg.norm(to_goal)
     direction = to_goal / max(remaining, 1e-9)
     offset = block - target
-    behind = np.dot(offset, direction) > 0.8 * np.linalg.norm(offset) and np.linalg.norm(offset) < CONTACT + 0.02
+    behind = (
+        np.dot(offset, direction) > 0.8 * np.linalg.norm(offset)
+        and np.linalg.norm(offset) < CONTACT + 0.02
+    )
     if behind:
         aim = goal - direction * (CONTACT - 0.004)
     else:
@@ -129,8 +154,14 @@ def _teleop_action(target, block, goal_block, speed) -> np.ndarray:
     return delta / max(1.0, np.linalg.norm(delta) / speed)
 
 
-def make_push_episode(rng: np.random.Generator, n_blocks=(4, 8), block_set=BLOCK_8, speed: float = 0.03,
-                      max_steps: int = 60, randomize: float = 1.0) -> SyntheticEpisode:
+def make_push_episode(
+    rng: np.random.Generator,
+    n_blocks=(4, 8),
+    block_set=BLOCK_8,
+    speed: float = 0.03,
+    max_steps: int = 60,
+    randomize: float = 1.0,
+) -> SyntheticEpisode:
     """One block-to-block episode: pick a block and a target block, circle behind, push, stop."""
     lo, hi = (n_blocks, n_blocks) if np.isscalar(n_blocks) else n_blocks
     scene = sample_scene(rng, (max(2, lo), max(2, hi)), block_set, randomize=randomize)
@@ -143,25 +174,49 @@ def make_push_episode(rng: np.random.Generator, n_blocks=(4, 8), block_set=BLOCK
     target = effector.copy()
 
     def snapshot(step_index):
-        poses = tuple(BlockPose(n, float(x), float(y), float(a)) for n, (x, y), a in zip(names, blocks, yaws))
-        app = dataclasses.replace(scene.appearance, noise_seed=scene.appearance.noise_seed + step_index)
+        poses = tuple(
+            BlockPose(n, float(x), float(y), float(a)) for n, (x, y), a in zip(names, blocks, yaws)
+        )
+        app = dataclasses.replace(
+            scene.appearance, noise_seed=scene.appearance.noise_seed + step_index
+        )
         return Scene(poses, (float(effector[0]), float(effector[1])), app)
 
     steps, success = [], False
     for t in range(max_steps):
         observed = snapshot(t), target.copy()
-        action = _teleop_action(target, blocks[i_block], blocks[i_target], speed) + rng.normal(0, 0.002, 2)
+        action = _teleop_action(target, blocks[i_block], blocks[i_target], speed) + rng.normal(
+            0, 0.002, 2
+        )
         action = np.clip(action, -MAX_ACTION, MAX_ACTION)
         target = _clip_to_workspace(target + action)
         effector += (target - effector) * 0.85  # the arm lags its commanded position a little
         _resolve_contacts(effector, blocks, yaws, rng)
         success = np.linalg.norm(blocks[i_block] - blocks[i_target]) < SUCCESS_DISTANCE
-        steps.append(SyntheticStep(observed[0], observed[1], action.astype(np.float32),
-                                   GOAL_REWARD if success else 0.0, t == 0, False, False))
+        steps.append(
+            SyntheticStep(
+                observed[0],
+                observed[1],
+                action.astype(np.float32),
+                GOAL_REWARD if success else 0.0,
+                t == 0,
+                False,
+                False,
+            )
+        )
         if success:
             break
-    steps.append(SyntheticStep(snapshot(len(steps)), target.copy(), np.zeros(2, np.float32), 0.0,
-                               not steps, True, bool(success)))
+    steps.append(
+        SyntheticStep(
+            snapshot(len(steps)),
+            target.copy(),
+            np.zeros(2, np.float32),
+            0.0,
+            not steps,
+            True,
+            bool(success),
+        )
+    )
     return SyntheticEpisode(instruction, names[i_block], names[i_target], steps, bool(success))
 
 

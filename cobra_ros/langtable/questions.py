@@ -19,10 +19,23 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from cobra_ros.langtable.world import (ALL_BLOCKS, BLOCK_8, COLOURS, SPAWN_BUFFER, X_MAX, X_MIN, Y_MAX, Y_MIN,
-                                       block_colour, block_shape, block_text, occluded_blocks, render,
-                                       sample_effector,
-                                       sample_scene)
+from cobra_ros.langtable.world import (
+    ALL_BLOCKS,
+    BLOCK_8,
+    COLOURS,
+    SPAWN_BUFFER,
+    X_MAX,
+    X_MIN,
+    Y_MAX,
+    Y_MIN,
+    block_colour,
+    block_shape,
+    block_text,
+    occluded_blocks,
+    render,
+    sample_effector,
+    sample_scene,
+)
 
 DESCRIBE_PROMPT = "Describe the blocks on the board."
 
@@ -41,24 +54,52 @@ _Y_LO, _Y_HI = Y_MIN + SPAWN_BUFFER, Y_MAX - SPAWN_BUFFER
 ROW_EDGES = (_X_LO + (_X_HI - _X_LO) / 3, _X_LO + 2 * (_X_HI - _X_LO) / 3)
 COL_EDGES = (_Y_LO + (_Y_HI - _Y_LO) / 3, _Y_LO + 2 * (_Y_HI - _Y_LO) / 3)
 _REGION_PHRASES = {
-    (0, 0): "at the top left", (0, 1): "at the top", (0, 2): "at the top right",
-    (1, 0): "on the left", (1, 1): "in the center", (1, 2): "on the right",
-    (2, 0): "at the bottom left", (2, 1): "at the bottom", (2, 2): "at the bottom right",
+    (0, 0): "at the top left",
+    (0, 1): "at the top",
+    (0, 2): "at the top right",
+    (1, 0): "on the left",
+    (1, 1): "in the center",
+    (1, 2): "on the right",
+    (2, 0): "at the bottom left",
+    (2, 1): "at the bottom",
+    (2, 2): "at the bottom right",
 }
 
 TEMPLATES = {
-    "left_of": ("Is the {a} left of the {b}?", "Is the {a} to the left of the {b}?",
-                "Is the {a} on the left side of the {b}?"),
-    "right_of": ("Is the {a} right of the {b}?", "Is the {a} to the right of the {b}?",
-                 "Is the {a} on the right side of the {b}?"),
-    "above": ("Is the {a} above the {b}?", "Is the {a} further up than the {b}?",
-              "Is the {a} closer to the top than the {b}?"),
-    "below": ("Is the {a} below the {b}?", "Is the {a} further down than the {b}?",
-              "Is the {a} closer to the bottom than the {b}?"),
-    "near": ("Is the {a} near the {b}?", "Is the {a} close to the {b}?", "Is the {a} next to the {b}?"),
+    "left_of": (
+        "Is the {a} left of the {b}?",
+        "Is the {a} to the left of the {b}?",
+        "Is the {a} on the left side of the {b}?",
+    ),
+    "right_of": (
+        "Is the {a} right of the {b}?",
+        "Is the {a} to the right of the {b}?",
+        "Is the {a} on the right side of the {b}?",
+    ),
+    "above": (
+        "Is the {a} above the {b}?",
+        "Is the {a} further up than the {b}?",
+        "Is the {a} closer to the top than the {b}?",
+    ),
+    "below": (
+        "Is the {a} below the {b}?",
+        "Is the {a} further down than the {b}?",
+        "Is the {a} closer to the bottom than the {b}?",
+    ),
+    "near": (
+        "Is the {a} near the {b}?",
+        "Is the {a} close to the {b}?",
+        "Is the {a} next to the {b}?",
+    ),
     "far_from": ("Is the {a} far from the {b}?", "Is the {a} far away from the {b}?"),
-    "closest_to": ("Is the {a} the closest block to the {b}?", "Is the {a} the block nearest to the {b}?"),
-    "between": ("Is the {a} between the {b} and the {c}?", "Is the {a} in between the {b} and the {c}?"),
+    "closest_to": (
+        "Is the {a} the closest block to the {b}?",
+        "Is the {a} the block nearest to the {b}?",
+    ),
+    "between": (
+        "Is the {a} between the {b} and the {c}?",
+        "Is the {a} in between the {b} and the {c}?",
+    ),
     "presence": ("Is there a {a}?", "Is there a {a} on the board?", "Do you see a {a}?"),
 }
 RELATIONS = tuple(TEMPLATES)
@@ -68,13 +109,16 @@ RELATIONS = tuple(TEMPLATES)
 class Example:
     question: str
     answer: str
-    relation: str  # a RELATIONS key, or describe / where / closest / extreme / count / colour / shape
+    relation: (
+        str  # a RELATIONS key, or describe / where / closest / extreme / count / colour / shape
+    )
     label: bool | None  # yes/no questions only
     blocks: tuple = ()  # block names the question is about
     image: int = -1  # index into ExampleSet.images
 
 
 # ---------------------------------------------------------------- regions and descriptions
+
 
 def region(x: float, y: float) -> tuple:
     return int(np.searchsorted(ROW_EDGES, x)), int(np.searchsorted(COL_EDGES, y))
@@ -85,7 +129,10 @@ def region_phrase(x: float, y: float) -> str:
 
 
 def _region_is_clear(x: float, y: float) -> bool:
-    return min(abs(x - e) for e in ROW_EDGES) >= REGION_MARGIN and min(abs(y - e) for e in COL_EDGES) >= REGION_MARGIN
+    return (
+        min(abs(x - e) for e in ROW_EDGES) >= REGION_MARGIN
+        and min(abs(y - e) for e in COL_EDGES) >= REGION_MARGIN
+    )
 
 
 def _article(word: str) -> str:
@@ -93,10 +140,13 @@ def _article(word: str) -> str:
 
 
 def describe_scene(blocks) -> str:
-    """'There are 3 blocks: a red moon at the top left, a blue cube in the center and a green star on
-    the right.' Blocks are listed in reading order (top row first, left to right)."""
+    """'There are 3 blocks: a red moon at the top left, a blue cube in the center and a green
+    star on the right.' Blocks are listed in reading order (top row first, left to right)."""
     ordered = sorted(blocks, key=lambda b: (region(b.x, b.y)[0], b.y))
-    parts = [f"{_article(block_text(b.name))} {block_text(b.name)} {region_phrase(b.x, b.y)}" for b in ordered]
+    parts = [
+        f"{_article(block_text(b.name))} {block_text(b.name)} {region_phrase(b.x, b.y)}"
+        for b in ordered
+    ]
     if not parts:
         return "There are no blocks."
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
@@ -106,6 +156,7 @@ def describe_scene(blocks) -> str:
 
 
 # ---------------------------------------------------------------- relation labels
+
 
 def _dist(a, b) -> float:
     return math.hypot(a.x - b.x, a.y - b.y)
@@ -182,9 +233,15 @@ def _pick(rng, items, k):
     return [items[i] for i in sorted(rng.choice(len(items), k, replace=False))] if k else []
 
 
-def yes_no_questions(blocks, rng: np.random.Generator, per_relation: int = 1, absent=None,
-                     relations=RELATIONS, context=None) -> list:
-    """Balanced yes/no questions: for each relation, the same number of Yes and No (up to per_relation)."""
+def yes_no_questions(
+    blocks,
+    rng: np.random.Generator,
+    per_relation: int = 1,
+    absent=None,
+    relations=RELATIONS,
+    context=None,
+) -> list:
+    """Balanced yes/no questions: per relation, as many Yes as No (up to per_relation each)."""
     present = {b.name for b in blocks}
     if absent is None:
         absent = [n for n in ALL_BLOCKS if n not in present]
@@ -197,16 +254,26 @@ def yes_no_questions(blocks, rng: np.random.Generator, per_relation: int = 1, ab
         for names, label in _pick(rng, yes, k) + _pick(rng, no, k):
             templates = TEMPLATES[relation]
             text = templates[rng.integers(len(templates))].format(
-                **{key: block_text(n) for key, n in zip("abc", names)})
+                **{key: block_text(n) for key, n in zip("abc", names)}
+            )
             examples.append(Example(text, "Yes" if label else "No", relation, label, names))
     return examples
 
 
 # ---------------------------------------------------------------- open questions
 
+
 def open_questions(blocks, rng: np.random.Generator) -> list:
     """Short-answer spatial questions whose answers are unambiguous under the margins."""
-    out = [Example("How many blocks are there?", str(len(blocks)), "count", None, tuple(b.name for b in blocks))]
+    out = [
+        Example(
+            "How many blocks are there?",
+            str(len(blocks)),
+            "count",
+            None,
+            tuple(b.name for b in blocks),
+        )
+    ]
     if not blocks:
         return out
     a = blocks[rng.integers(len(blocks))]
@@ -214,37 +281,83 @@ def open_questions(blocks, rng: np.random.Generator) -> list:
     if len(blocks) >= 2:
         others = sorted((_dist(o, a), o.name) for o in blocks if o.name != a.name)
         if len(others) == 1 or others[1][0] - others[0][0] >= CLOSEST_MARGIN:
-            out.append(Example(f"Which block is closest to the {block_text(a.name)}?",
-                               f"the {block_text(others[0][1])}", "closest", None, (a.name, others[0][1])))
-        side, key, sign = [("furthest to the left", "y", 1), ("furthest to the right", "y", -1),
-                           ("closest to the top", "x", 1), ("closest to the bottom", "x", -1)][rng.integers(4)]
+            out.append(
+                Example(
+                    f"Which block is closest to the {block_text(a.name)}?",
+                    f"the {block_text(others[0][1])}",
+                    "closest",
+                    None,
+                    (a.name, others[0][1]),
+                )
+            )
+        side, key, sign = [
+            ("furthest to the left", "y", 1),
+            ("furthest to the right", "y", -1),
+            ("closest to the top", "x", 1),
+            ("closest to the bottom", "x", -1),
+        ][rng.integers(4)]
         ranked = sorted(blocks, key=lambda b: sign * getattr(b, key))
         if sign * (getattr(ranked[1], key) - getattr(ranked[0], key)) >= SIDE_MARGIN:
-            out.append(Example(f"Which block is {side}?", f"the {block_text(ranked[0].name)}", "extreme", None,
-                               (ranked[0].name,)))
+            out.append(
+                Example(
+                    f"Which block is {side}?",
+                    f"the {block_text(ranked[0].name)}",
+                    "extreme",
+                    None,
+                    (ranked[0].name,),
+                )
+            )
     shapes = [block_shape(b.name) for b in blocks]
     colours = [block_colour(b.name) for b in blocks]
     unique_shapes = [b for b in blocks if shapes.count(block_shape(b.name)) == 1]
     unique_colours = [b for b in blocks if colours.count(block_colour(b.name)) == 1]
     if unique_shapes:
         b = unique_shapes[rng.integers(len(unique_shapes))]
-        out.append(Example(f"What color is the {block_shape(b.name)}?", block_colour(b.name), "colour", None,
-                           (b.name,)))
+        out.append(
+            Example(
+                f"What color is the {block_shape(b.name)}?",
+                block_colour(b.name),
+                "colour",
+                None,
+                (b.name,),
+            )
+        )
     if unique_colours:
         b = unique_colours[rng.integers(len(unique_colours))]
-        out.append(Example(f"What shape is the {block_colour(b.name)} block?", block_shape(b.name), "shape", None,
-                           (b.name,)))
+        out.append(
+            Example(
+                f"What shape is the {block_colour(b.name)} block?",
+                block_shape(b.name),
+                "shape",
+                None,
+                (b.name,),
+            )
+        )
     return out
 
 
 def where_questions(blocks) -> list:
-    """"Where is the red moon?" for each block that is not too close to a region edge to call."""
-    return [Example(f"Where is the {block_text(b.name)}?", region_phrase(b.x, b.y), "where", None, (b.name,))
-            for b in blocks if _region_is_clear(b.x, b.y)]
+    """ "Where is the red moon?" for each block that is not too close to a region edge to call."""
+    return [
+        Example(
+            f"Where is the {block_text(b.name)}?",
+            region_phrase(b.x, b.y),
+            "where",
+            None,
+            (b.name,),
+        )
+        for b in blocks
+        if _region_is_clear(b.x, b.y)
+    ]
 
 
-def scene_examples(blocks, rng: np.random.Generator, per_relation: int = 1, min_visible: float = 0.5,
-                   block_set=BLOCK_8) -> list:
+def scene_examples(
+    blocks,
+    rng: np.random.Generator,
+    per_relation: int = 1,
+    min_visible: float = 0.5,
+    block_set=BLOCK_8,
+) -> list:
     """Description + balanced yes/no + open questions for one frame's ground truth.
 
     Blocks hidden (mostly) behind the arm are left out of everything. Presence negatives come from
@@ -254,26 +367,80 @@ def scene_examples(blocks, rng: np.random.Generator, per_relation: int = 1, min_
     shown = [b for b in blocks if getattr(b, "visible", 1.0) >= min_visible]
     hidden = {b.name for b in blocks} - {b.name for b in shown}
     present = {b.name for b in blocks}
-    absent = [n for n in block_set if n not in present] or [n for n in ALL_BLOCKS if n not in present]
+    absent = [n for n in block_set if n not in present] or [
+        n for n in ALL_BLOCKS if n not in present
+    ]
     questions = yes_no_questions(shown, rng, per_relation, absent, context=blocks)
-    if hidden:  # with a block half hidden, counts and descriptions are unreliable: keep the safe questions
+    if (
+        hidden
+    ):  # with a block half hidden, counts and descriptions are unreliable: keep the safe questions
         return questions
-    description = Example(DESCRIBE_PROMPT, describe_scene(shown), "describe", None, tuple(b.name for b in shown))
+    description = Example(
+        DESCRIBE_PROMPT, describe_scene(shown), "describe", None, tuple(b.name for b in shown)
+    )
     return [description] + questions + open_questions(shown, rng)
 
 
 # ---------------------------------------------------------------- mention parser
 
-_SHAPE_WORDS = {"moon": "moon", "moons": "moon", "crescent": "moon", "crescents": "moon",
-                "cube": "cube", "cubes": "cube", "square": "cube", "squares": "cube",
-                "star": "star", "stars": "star", "pentagon": "pentagon", "pentagons": "pentagon"}
-_BLOCK_NOUNS = {"block", "blocks", "one", "ones", "piece", "pieces", "object", "objects", "shape", "shapes",
-                "thing", "things", "toy"}
-# Shape words people use for the real blocks that match none of ours ("red circle", "yellow hexagon"):
+_SHAPE_WORDS = {
+    "moon": "moon",
+    "moons": "moon",
+    "crescent": "moon",
+    "crescents": "moon",
+    "cube": "cube",
+    "cubes": "cube",
+    "square": "cube",
+    "squares": "cube",
+    "star": "star",
+    "stars": "star",
+    "pentagon": "pentagon",
+    "pentagons": "pentagon",
+}
+_BLOCK_NOUNS = {
+    "block",
+    "blocks",
+    "one",
+    "ones",
+    "piece",
+    "pieces",
+    "object",
+    "objects",
+    "shape",
+    "shapes",
+    "thing",
+    "things",
+    "toy",
+}
+# Shape words people use for the real blocks that match none of ours ("red circle", "yellow
+# hexagon"):
 # with a colour they refer through the colour alone; on their own they are not treated as mentions.
-_OTHER_SHAPES = {"circle", "hexagon", "heart", "triangle", "cylinder", "ball", "sphere", "pole", "disc", "disk"}
+_OTHER_SHAPES = {
+    "circle",
+    "hexagon",
+    "heart",
+    "triangle",
+    "cylinder",
+    "ball",
+    "sphere",
+    "pole",
+    "disc",
+    "disk",
+}
 _EXTRA_COLOURS = {"purple", "orange", "pink", "white", "black", "brown", "grey", "gray"}
-_FILLERS = {"small", "little", "big", "large", "tiny", "half", "shaped", "colored", "coloured", "light", "dark"}
+_FILLERS = {
+    "small",
+    "little",
+    "big",
+    "large",
+    "tiny",
+    "half",
+    "shaped",
+    "colored",
+    "coloured",
+    "light",
+    "dark",
+}
 _NEGATIONS = {"no", "not", "without", "nor", "never"}
 
 
@@ -289,12 +456,12 @@ def block_mentions(text: str, context=None) -> set:
     """Block names ('red_moon') mentioned in `text`.
 
     Synonyms follow the dataset's: "<colour> <shape>" with shape words moon/crescent, cube/square,
-    star, pentagon; "<colour> block" (or "<colour> circle", ...) names the one block of that colour
-    in `context`, and a bare singular shape word the one block of that shape. `context` is the set of
-    block names the text can refer to (the scene's blocks; default: all 16). A reference that can
-    match no block in the context comes back as its own words ("purple_block", "star", "red_circle")
-    so it counts as a hallucination; one that could match several is dropped as ambiguous. Negated
-    mentions ("no green star") are skipped.
+    star, pentagon; "<colour> block" (or "<colour> circle", ...) names the one block of that
+    colour in `context`, and a bare singular shape word the one block of that shape. `context` is
+    the set of block names the text can refer to (the scene's blocks; default: all 16). A
+    reference that can match no block in the context comes back as its own words
+    ("purple_block", "star", "red_circle") so it counts as a hallucination; one that could match
+    several is dropped as ambiguous. Negated mentions ("no green star") are skipped.
     """
     context = set(ALL_BLOCKS if context is None else context)
     words = _tokens(text)
@@ -307,8 +474,12 @@ def block_mentions(text: str, context=None) -> set:
         return j >= 0 and words[j] in _NEGATIONS
 
     def resolve(colour, shape, literal):
-        matches = [n for n in context if (colour is None or block_colour(n) == colour)
-                   and (shape is None or block_shape(n) == shape)]
+        matches = [
+            n
+            for n in context
+            if (colour is None or block_colour(n) == colour)
+            and (shape is None or block_shape(n) == shape)
+        ]
         return matches[0] if len(matches) == 1 else (literal if not matches else None)
 
     for i, colour in enumerate(words):
@@ -320,7 +491,9 @@ def block_mentions(text: str, context=None) -> set:
         noun = words[j] if j < len(words) else ""
         if noun in _SHAPE_WORDS:
             name = f"{colour}_{_SHAPE_WORDS[noun]}"
-            if j + 1 < len(words) and (words[j + 1] in _BLOCK_NOUNS or words[j + 1] in _SHAPE_WORDS):
+            if j + 1 < len(words) and (
+                words[j + 1] in _BLOCK_NOUNS or words[j + 1] in _SHAPE_WORDS
+            ):
                 j += 1  # "square block", "crescent moon"
         elif noun in _BLOCK_NOUNS or _singular(noun) in _OTHER_SHAPES:
             literal = f"{colour}_{'block' if noun in _BLOCK_NOUNS else _singular(noun)}"
@@ -350,8 +523,9 @@ def mention_scores(text: str, present) -> tuple:
 
 
 def region_hits(text: str, blocks) -> tuple:
-    """(right, said): of the visible blocks that `text` places with a region phrase ("a red moon at the top
-    left"), how many it places in their true region. Blocks too close to a region edge to call are skipped."""
+    """(right, said): of the visible blocks that `text` places with a region phrase ("a red moon
+    at the top left"), how many it places in their true region. Blocks too close to a region edge
+    to call are skipped."""
     phrases = "|".join(sorted(_REGION_PHRASES.values(), key=len, reverse=True))
     right = said = 0
     for b in blocks:
@@ -364,6 +538,7 @@ def region_hits(text: str, blocks) -> tuple:
 
 # ---------------------------------------------------------------- dataset builder
 
+
 @dataclass
 class ExampleSet:
     images: np.ndarray  # (N, H, W, 3) uint8 RGB
@@ -375,10 +550,21 @@ SCENE_SOURCES = ("sim", "2d")
 _CACHE_VERSION = 1  # bump when a scene source changes what it renders
 
 
-def make_examples(seed: int, n_scenes: int, image_size=112, render_size=(320, 180), per_relation: int = 1,
-                  n_blocks=(4, 8), block_set=BLOCK_8, randomize: float = 1.0, min_visible: float = 0.5,
-                  source: str = "sim", cache_dir=None, progress: bool | None = None) -> ExampleSet:
-    """Render n_scenes random scenes and generate their examples; scene i depends only on (seed, i).
+def make_examples(
+    seed: int,
+    n_scenes: int,
+    image_size=112,
+    render_size=(320, 180),
+    per_relation: int = 1,
+    n_blocks=(4, 8),
+    block_set=BLOCK_8,
+    randomize: float = 1.0,
+    min_visible: float = 0.5,
+    source: str = "sim",
+    cache_dir=None,
+    progress: bool | None = None,
+) -> ExampleSet:
+    """Render n_scenes random scenes and generate their examples; scene i depends on (seed, i).
 
     source: "sim" (the PyBullet world, `langtable.sim`) or "2d" (the look-alike drawing the bundled
     model was trained on). image_size: int for a square (the dataset frame squashed, as the model
@@ -387,11 +573,24 @@ def make_examples(seed: int, n_scenes: int, image_size=112, render_size=(320, 18
     """
     if source not in SCENE_SOURCES:
         raise ValueError(f"source must be one of {SCENE_SOURCES}, not {source!r}")
-    args = (seed, n_scenes, image_size, tuple(render_size), per_relation, n_blocks, tuple(block_set),
-            randomize, min_visible, source, _CACHE_VERSION)
+    args = (
+        seed,
+        n_scenes,
+        image_size,
+        tuple(render_size),
+        per_relation,
+        n_blocks,
+        tuple(block_set),
+        randomize,
+        min_visible,
+        source,
+        _CACHE_VERSION,
+    )
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"examples-{hashlib.sha1(repr(args).encode()).hexdigest()[:16]}.pkl"
+        path = (
+            Path(cache_dir) / f"examples-{hashlib.sha1(repr(args).encode()).hexdigest()[:16]}.pkl"
+        )
         if path.exists():
             with open(path, "rb") as f:
                 return pickle.load(f)
@@ -401,19 +600,34 @@ def make_examples(seed: int, n_scenes: int, image_size=112, render_size=(320, 18
         out_w, out_h = (image_size, image_size) if np.isscalar(image_size) else image_size
     images = np.empty((n_scenes, out_h, out_w, 3), np.uint8)
     truths, examples = [], []
-    scene_of = _sim_scenes(render_size, randomize) if source == "sim" else _drawn_scenes(render_size, randomize)
-    bar = tqdm(range(n_scenes), desc=f"{source} scenes", unit="scene",
-               disable=None if progress is None else not progress)
+    scene_of = (
+        _sim_scenes(render_size, randomize)
+        if source == "sim"
+        else _drawn_scenes(render_size, randomize)
+    )
+    bar = tqdm(
+        range(n_scenes),
+        desc=f"{source} scenes",
+        unit="scene",
+        disable=None if progress is None else not progress,
+    )
     for i in bar:
         rng = np.random.default_rng([seed, i])
         frame = scene_of(rng, n_blocks, block_set)
         h, w = frame.rgb.shape[:2]
         sx, sy = out_w / w, out_h / h
-        images[i] = frame.rgb if (sx, sy) == (1, 1) else cv2.resize(frame.rgb, (out_w, out_h),
-                                                                      interpolation=cv2.INTER_AREA)
-        truths.append([replace(b, u=(b.u + 0.5) * sx - 0.5, v=(b.v + 0.5) * sy - 0.5) for b in frame.blocks])
-        examples += [replace(e, image=i)
-                     for e in scene_examples(frame.blocks, rng, per_relation, min_visible, block_set)]
+        images[i] = (
+            frame.rgb
+            if (sx, sy) == (1, 1)
+            else cv2.resize(frame.rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        )
+        truths.append(
+            [replace(b, u=(b.u + 0.5) * sx - 0.5, v=(b.v + 0.5) * sy - 0.5) for b in frame.blocks]
+        )
+        examples += [
+            replace(e, image=i)
+            for e in scene_examples(frame.blocks, rng, per_relation, min_visible, block_set)
+        ]
     data = ExampleSet(images, truths, examples)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -438,6 +652,7 @@ def _sim_scenes(render_size, randomize):
 
     def scene_of(rng, n_blocks, block_set):
         return sim_scene(sim, rng, _draw_count(rng, n_blocks, block_set), render_size, opts)
+
     return scene_of
 
 
@@ -449,4 +664,5 @@ def _drawn_scenes(render_size, randomize):
                 break
             scene = scene.moved(effector=sample_effector(rng, scene.blocks))
         return render(scene, render_size)
+
     return scene_of

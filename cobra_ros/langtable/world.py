@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-# Workspace (constants.py) and the board mesh (0.457 x 0.610 m placed at x=0.35 in language_table.py).
+# Workspace (constants.py) and the board mesh (0.457 x 0.610 m placed at x=0.35 in
+# language_table.py).
 X_MIN, X_MAX = 0.15, 0.6
 Y_MIN, Y_MAX = -0.3048, 0.3048
 SPAWN_BUFFER = 0.08
@@ -38,8 +39,16 @@ COLOUR_RGB = {
     "green": (0.4, 1.0, 0.4),
     "yellow": (1.0, 1.0, 0.4),
 }
-BLOCK_8 = ("red_moon", "red_pentagon", "blue_moon", "blue_cube",
-           "green_cube", "green_star", "yellow_star", "yellow_pentagon")
+BLOCK_8 = (
+    "red_moon",
+    "red_pentagon",
+    "blue_moon",
+    "blue_cube",
+    "green_cube",
+    "green_star",
+    "yellow_star",
+    "yellow_pentagon",
+)
 BLOCK_4 = ("red_moon", "blue_cube", "green_star", "yellow_pentagon")
 ALL_BLOCKS = tuple(f"{c}_{s}" for c in COLOURS for s in SHAPES)
 
@@ -59,6 +68,7 @@ def block_text(name: str) -> str:
 
 # ---------------------------------------------------------------- footprints (block frame, metres)
 
+
 def _regular_star(points: int, outer: float, inner_ratio: float) -> np.ndarray:
     angles = np.pi / 2 + np.arange(2 * points) * np.pi / points
     radii = np.where(np.arange(2 * points) % 2 == 0, outer, outer * inner_ratio)
@@ -71,17 +81,25 @@ def _crescent(width: float, height: float, thickness: float, n: int = 16) -> np.
     The origin is the middle of the solid band on the symmetry axis (a crescent's centroid can fall
     in its hollow, and the reported block position should lie on the block).
     """
-    r = ((width / 2) ** 2 + height**2) / (2 * height)  # outer circle through both tips and the bottom
+    r = ((width / 2) ** 2 + height**2) / (
+        2 * height
+    )  # outer circle through both tips and the bottom
     tip_y = height - r
     tip_x = np.sqrt(r * r - tip_y * tip_y)
     tip = np.arcsin(tip_y / r)
-    d = (r * r - (r - thickness) ** 2) / (2 * (r - thickness + tip_y))  # inner circle centre (0, d)
+    d = (r * r - (r - thickness) ** 2) / (
+        2 * (r - thickness + tip_y)
+    )  # inner circle centre (0, d)
     r_in = d + r - thickness
     inner_tip = np.arctan2(tip_y - d, tip_x)
     outer = np.linspace(np.pi - tip, 2 * np.pi + tip, n)
     inner = np.linspace(inner_tip, -np.pi - inner_tip, n)[1:-1]
-    pts = np.concatenate([np.stack([r * np.cos(outer), r * np.sin(outer)], 1),
-                          np.stack([r_in * np.cos(inner), d + r_in * np.sin(inner)], 1)])
+    pts = np.concatenate(
+        [
+            np.stack([r * np.cos(outer), r * np.sin(outer)], 1),
+            np.stack([r_in * np.cos(inner), d + r_in * np.sin(inner)], 1),
+        ]
+    )
     return pts - [0.0, -r + thickness / 2]
 
 
@@ -109,6 +127,7 @@ BLOCK_RADIUS = 0.022
 
 
 # ---------------------------------------------------------------- scene description
+
 
 @dataclass(frozen=True)
 class BlockPose:
@@ -154,8 +173,11 @@ class Scene:
     appearance: Appearance = field(default_factory=Appearance)
 
     def moved(self, blocks=None, effector=None) -> "Scene":
-        return Scene(tuple(blocks) if blocks is not None else self.blocks,
-                     tuple(effector) if effector is not None else self.effector, self.appearance)
+        return Scene(
+            tuple(blocks) if blocks is not None else self.blocks,
+            tuple(effector) if effector is not None else self.effector,
+            self.appearance,
+        )
 
 
 @dataclass(frozen=True)
@@ -213,13 +235,19 @@ def _spawn_bounds(buffer: float = SPAWN_BUFFER):
     return (X_MIN + buffer, X_MAX - buffer), (Y_MIN + buffer, Y_MAX - buffer)
 
 
-def sample_scene(rng: np.random.Generator, n_blocks=(4, 8), block_set=BLOCK_8,
-                 min_distance: float = 0.06, randomize: float = 1.0) -> Scene:
+def sample_scene(
+    rng: np.random.Generator,
+    n_blocks=(4, 8),
+    block_set=BLOCK_8,
+    min_distance: float = 0.06,
+    randomize: float = 1.0,
+) -> Scene:
     """Place a random subset of `block_set` (n_blocks: int or inclusive (lo, hi)) and the effector.
 
-    Positions are uniform inside the workspace shrunk by the 0.08 m spawn buffer; a draw is rejected
-    when it comes closer than `min_distance` to a placed block (the env uses 0.0175 m and lets
-    physics separate contacts; we keep blocks apart so every one stays visible).
+    Positions are uniform inside the workspace shrunk by the 0.08 m spawn buffer; a draw is
+    rejected when it comes closer than `min_distance` to a placed block (the env uses 0.0175 m
+    and lets physics separate contacts; this drawing keeps blocks apart so every one stays
+    visible).
     """
     lo, hi = (n_blocks, n_blocks) if np.isscalar(n_blocks) else n_blocks
     count = int(rng.integers(lo, hi + 1))
@@ -249,9 +277,17 @@ def sample_effector(rng: np.random.Generator, blocks, clearance: float = ARM_DIS
 
 # ---------------------------------------------------------------- camera
 
+
 def _euler_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """Rotation for fixed-axis XYZ euler angles (as pybullet's getQuaternionFromEuler)."""
-    cr, sr, cp, sp, cy, sy = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
+    cr, sr, cp, sp, cy, sy = (
+        np.cos(roll),
+        np.sin(roll),
+        np.cos(pitch),
+        np.sin(pitch),
+        np.cos(yaw),
+        np.sin(yaw),
+    )
     rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
     ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
     rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
@@ -301,11 +337,13 @@ def _at_height(xy: np.ndarray, z: float) -> np.ndarray:
 
 def _circle(center_xy, radius, z, n=20) -> np.ndarray:
     a = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    return np.stack([center_xy[0] + radius * np.cos(a), center_xy[1] + radius * np.sin(a), np.full(n, z)], 1)
+    return np.stack(
+        [center_xy[0] + radius * np.cos(a), center_xy[1] + radius * np.sin(a), np.full(n, z)], 1
+    )
 
 
 def _capsule(cam: Camera, a, b, radius, n=16) -> np.ndarray:
-    """Projected silhouette of a round link between 3-D points a and b (hull of two spheres' rims)."""
+    """Projected silhouette of a round link between 3-D points a and b (hull of two rims)."""
     ang = np.linspace(0, 2 * np.pi, n, endpoint=False)
     rim = radius * (np.cos(ang)[:, None] * cam.right + np.sin(ang)[:, None] * cam.up)
     uv = cam.project(np.concatenate([np.asarray(a) + rim, np.asarray(b) + rim])).astype(np.float32)
@@ -322,7 +360,11 @@ def _arm_links(effector_xy):
     wrist = np.array([ex, ey, EFFECTOR_HEIGHT + 0.07])
     base = np.array([0.0, 0.0, 0.30])
     elbow = (wrist + base) / 2 + [0.02, 0.0, 0.16]
-    return [(np.array([ex, ey, EFFECTOR_HEIGHT]), wrist, 0.035), (wrist, elbow, 0.04), (elbow, base, 0.045)]
+    return [
+        (np.array([ex, ey, EFFECTOR_HEIGHT]), wrist, 0.035),
+        (wrist, elbow, 0.04),
+        (elbow, base, 0.045),
+    ]
 
 
 def render(scene: Scene, size=DEFAULT_SIZE) -> Rendered:
@@ -365,7 +407,11 @@ def render(scene: Scene, size=DEFAULT_SIZE) -> Rendered:
     for i, p in enumerate(scene.blocks):
         u, v = cam.project([[p.x, p.y, BLOCK_HEIGHT]])[0]
         visible = counts_after[i + 1] / max(counts_before[i + 1], 1)
-        truths.append(BlockTruth(p.name, p.colour, p.shape, p.x, p.y, p.yaw, float(u), float(v), float(visible)))
+        truths.append(
+            BlockTruth(
+                p.name, p.colour, p.shape, p.x, p.y, p.yaw, float(u), float(v), float(visible)
+            )
+        )
     eu, ev = cam.project([[scene.effector[0], scene.effector[1], 0.0]])[0]
     return Rendered(rgb, truths, tuple(scene.effector), (float(eu), float(ev)))
 
@@ -379,19 +425,25 @@ def occluded_blocks(scene: Scene, size=DEFAULT_SIZE) -> list:
         centre = np.array([p.x, p.y, BLOCK_HEIGHT])
         u, v = cam.project([centre])[0]
         radius_px = cam.focal * BLOCK_RADIUS / ((centre - cam.position) @ cam.forward)
-        if any(cv2.pointPolygonTest(poly, (float(u), float(v)), True) > -radius_px for poly in arm):
+        if any(
+            cv2.pointPolygonTest(poly, (float(u), float(v)), True) > -radius_px for poly in arm
+        ):
             out.append(p.name)
     return out
 
 
 def _draw_floor_and_board(img, cam: Camera, app: Appearance):
     img[:] = _to_255(app.floor_tones[0])
-    # pybullet's ground plane is a two-tone checker; one cell edge runs along y = 0 under the board.
+    # pybullet's ground plane is a two-tone checker; a cell edge runs along y = 0 under the board.
     far = [[-0.3, 0.0, 0.0], [0.74, 0.0, 0.0], [0.74, 1.0, 0.0], [-0.3, 1.0, 0.0]]
     _fill(img, [cam.project(far)], _to_255(app.floor_tones[1]))
     hx, hy = BOARD_SIZE[0] / 2, BOARD_SIZE[1] / 2
-    corners = [[BOARD_CENTER_X - hx, -hy, 0], [BOARD_CENTER_X + hx, -hy, 0],
-               [BOARD_CENTER_X + hx, hy, 0], [BOARD_CENTER_X - hx, hy, 0]]
+    corners = [
+        [BOARD_CENTER_X - hx, -hy, 0],
+        [BOARD_CENTER_X + hx, -hy, 0],
+        [BOARD_CENTER_X + hx, hy, 0],
+        [BOARD_CENTER_X - hx, hy, 0],
+    ]
     g = app.board_grey
     _fill(img, [cam.project(corners)], _to_255((g, g, g)))
 
@@ -420,13 +472,24 @@ def _draw_block(img, labels, cam: Camera, pose: BlockPose, label: int, app: Appe
     # The label buffer only serves visibility fractions, so the silhouette's hull is close enough.
     hull = cv2.convexHull(np.concatenate([bottom, top]).astype(np.float32)).reshape(-1, 2)
     _fill(labels, [hull], label, aa=False)
-    cv2.polylines(img, [np.round(top * (1 << _SUBPIXEL)).astype(np.int32)], True, _to_255(base, 0.8),
-                  1, cv2.LINE_AA, _SUBPIXEL)
+    cv2.polylines(
+        img,
+        [np.round(top * (1 << _SUBPIXEL)).astype(np.int32)],
+        True,
+        _to_255(base, 0.8),
+        1,
+        cv2.LINE_AA,
+        _SUBPIXEL,
+    )
 
 
 def _rod_silhouette(cam: Camera, effector_xy) -> np.ndarray:
-    pts = np.concatenate([_circle(effector_xy, EFFECTOR_RADIUS, 0.003),
-                          _circle(effector_xy, EFFECTOR_RADIUS, EFFECTOR_HEIGHT)])
+    pts = np.concatenate(
+        [
+            _circle(effector_xy, EFFECTOR_RADIUS, 0.003),
+            _circle(effector_xy, EFFECTOR_RADIUS, EFFECTOR_HEIGHT),
+        ]
+    )
     return cv2.convexHull(cam.project(pts).astype(np.float32)).reshape(-1, 2).astype(np.float64)
 
 
@@ -439,8 +502,15 @@ def _draw_effector(img, cam: Camera, effector_xy):
     a, b = cam.project(stripe)
     depth = (np.array([ex, ey, 0.07]) - cam.position) @ cam.forward
     width = max(1, int(round(cam.focal * EFFECTOR_RADIUS * 0.6 / depth)))
-    cv2.line(img, tuple(np.round(a * 16).astype(int)), tuple(np.round(b * 16).astype(int)), (150, 150, 150),
-             width, cv2.LINE_AA, 4)
+    cv2.line(
+        img,
+        tuple(np.round(a * 16).astype(int)),
+        tuple(np.round(b * 16).astype(int)),
+        (150, 150, 150),
+        width,
+        cv2.LINE_AA,
+        4,
+    )
     _fill(img, [cam.project(_circle(effector_xy, EFFECTOR_RADIUS, 0.003))], (100, 100, 100))
 
 
@@ -469,33 +539,40 @@ _noise_texture = None
 
 
 def _noise_patch(h: int, w: int, seed: int) -> np.ndarray:
-    """A seed-chosen window of one fixed gaussian texture: deterministic and far cheaper than fresh noise."""
+    """A seed-chosen window of one fixed gaussian texture: deterministic, cheaper than fresh
+    noise."""
     global _noise_texture
     if _noise_texture is None:
-        _noise_texture = np.random.default_rng(0).standard_normal((_NOISE_SIDE, _NOISE_SIDE, 3), dtype=np.float32)
+        _noise_texture = np.random.default_rng(0).standard_normal(
+            (_NOISE_SIDE, _NOISE_SIDE, 3), dtype=np.float32
+        )
     if h > _NOISE_SIDE or w > _NOISE_SIDE:
         return np.random.default_rng(seed).standard_normal((h, w, 3), dtype=np.float32)
     r = np.random.default_rng(seed)
     y, x = r.integers(0, _NOISE_SIDE - h + 1), r.integers(0, _NOISE_SIDE - w + 1)
-    return _noise_texture[y:y + h, x:x + w]
+    return _noise_texture[y : y + h, x : x + w]
 
 
 def render_grid(images, columns: int = 3, gap: int = 4) -> np.ndarray:
     """Tile same-sized RGB images into one contact sheet."""
     h, w = images[0].shape[:2]
     rows = -(-len(images) // columns)
-    sheet = np.full((rows * h + (rows - 1) * gap, columns * w + (columns - 1) * gap, 3), 255, np.uint8)
+    sheet = np.full(
+        (rows * h + (rows - 1) * gap, columns * w + (columns - 1) * gap, 3), 255, np.uint8
+    )
     for k, im in enumerate(images):
         r, c = divmod(k, columns)
-        sheet[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = im
+        sheet[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = im
     return sheet
 
 
 def main(argv=None) -> int:
-    """Write a contact sheet of random scenes: python -m cobra_ros.langtable.world --grid out.png"""
+    """Write a contact sheet of random scenes of the 2-D look-alike to a PNG."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m cobra_ros.langtable.world", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m cobra_ros.langtable.world", description=main.__doc__
+    )
     parser.add_argument("--grid", required=True, help="output PNG path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--count", type=int, default=6)
@@ -503,7 +580,10 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=320, help="tile width (height follows 16:9)")
     args = parser.parse_args(argv)
     size = (args.width, args.width * 9 // 16)
-    tiles = [render(sample_scene(np.random.default_rng([args.seed, i])), size).rgb for i in range(args.count)]
+    tiles = [
+        render(sample_scene(np.random.default_rng([args.seed, i])), size).rgb
+        for i in range(args.count)
+    ]
     sheet = cv2.cvtColor(render_grid(tiles, args.columns), cv2.COLOR_RGB2BGR)
     cv2.imwrite(args.grid, sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return 0

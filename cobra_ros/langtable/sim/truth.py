@@ -86,7 +86,7 @@ class BlockGeometry:
 
 
 def prism_geometry(name: str) -> BlockGeometry:
-    verts, tris = prism(block_shape(name))
+    verts, _, tris = prism(block_shape(name))
     return BlockGeometry(verts, tris)
 
 

@@ -254,10 +254,10 @@ class LangTableSim(SimBase):
 
     def _build_block(self, name: str, index: int) -> int:
         c = self._client
-        verts, idx = prism(block_shape(name))
+        verts, normals, idx = prism(block_shape(name))
         rgba = list(COLOUR_RGB[block_colour(name)]) + [1.0]
         vis = c.createVisualShape(pybullet.GEOM_MESH, vertices=verts.tolist(),
-                                  indices=idx.tolist(), rgbaColor=rgba)
+                                  indices=idx.tolist(), normals=normals.tolist(), rgbaColor=rgba)
         col = c.createCollisionShape(pybullet.GEOM_MESH, vertices=verts.tolist())
         body = c.createMultiBody(BLOCK_MASS, col, vis, self._park_position(index))
         c.changeDynamics(body, -1, lateralFriction=BLOCK_FRICTION,
