@@ -25,7 +25,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
 from cobra_ros.langtable.replay import iter_frames
-from cobra_ros.langtable.world import X_MAX, X_MIN, Y_MAX, Y_MIN
+from cobra_ros.langtable.world import BLOCK_HEIGHT, X_MAX, X_MIN, Y_MAX, Y_MIN
 from cobra_ros.msg import SimGroundTruth
 from cobra_ros.ros import sim_node
 from cobra_ros.ros.sim_node import STEP_NS, SimNode
@@ -187,7 +187,7 @@ def test_frames_are_stamped_in_simulated_time_with_clock(world):
     # block pixels agree with that camera: the block's centre projects to (u, v)
     block = first.blocks[0]
     p = block.pose.position
-    uv = sim.node.sim.camera.project([p.x, p.y, p.z + 0.0381 / 2]) - 0.5
+    uv = sim.node.sim.camera.project([p.x, p.y, p.z + BLOCK_HEIGHT / 2]) - 0.5
     np.testing.assert_allclose([block.u, block.v], uv, atol=0.5)
 
 
