@@ -17,6 +17,7 @@ PREFIX = Path(sys.prefix)  # make venv installs the CMake build into the venv pr
 ENTRY_POINTS = {
     "cobra_node": "cobra_ros.ros.node:main",
     "langtable_replay": "cobra_ros.ros.replay_node:main",
+    "langtable_sim": "cobra_ros.ros.sim_node:main",
     "cobra-describe": "cobra_ros.cli.describe:main",
     "cobra-init": "cobra_ros.cli.init:main",
     "cobra-params": "cobra_ros.cli.params:main",

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 import cobra_ros
-from cobra_ros.evaluate import evaluate, synthetic_frames, write_report
-from cobra_ros.langtable.replay import iter_frames, make_source
+from cobra_ros.evaluate import EVAL_SEED_OFFSET, evaluate, synthetic_frames, write_report
+from cobra_ros.langtable.replay import SOURCE_HELP, SimSource, iter_frames, make_source
 from cobra_ros.model.checkpoint import CheckpointError
 from cobra_ros.model.scoring import SCORING_HELP, SCORINGS
 from cobra_ros.paths import default_model_path
@@ -19,14 +20,20 @@ def main(argv=None) -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--stride", type=int, default=4, help="use every Nth frame of an episode")
     parser.add_argument("--source", default="synthetic",
-                        help="'synthetic' or a replay source path (RLDS dir or bag); frames without ground truth "
-                             "are skipped")
+                        help=f"{SOURCE_HELP}; frames without ground truth are skipped")
     parser.add_argument("--json", default="eval.json", help="results file; a PNG chart is written beside it")
     parser.add_argument("--scoring", default="plain", choices=sorted(SCORINGS),
                         help=SCORING_HELP + " (default: plain)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None)
     args = parser.parse_args(argv)
+    try:  # the world's held-out layouts: other seeds than training's, N_CHOOSE_K's test sets
+        source = make_source(args.source, seed=args.seed + EVAL_SEED_OFFSET,
+                             episodes=args.episodes)
+    except ValueError as err:
+        parser.error(f"--source: {err}")
+    if isinstance(source, SimSource):
+        source = replace(source, training=False)
     try:
         engine = cobra_ros.load(args.model or default_model_path(), device=args.device, dtype=args.dtype)
     except CheckpointError as err:
@@ -34,7 +41,7 @@ def main(argv=None) -> None:
     if args.source == "synthetic":
         frames = synthetic_frames(args.seed, args.episodes, args.stride)
     else:
-        frames = [f for f in iter_frames(make_source(args.source), max_episodes=args.episodes)
+        frames = [f for f in iter_frames(source, max_episodes=args.episodes)
                   if f.step_index % args.stride == 0]
     results = evaluate(engine, frames, seed=args.seed, scoring=args.scoring)
     results.update(model=engine.name, source=args.source, seed=args.seed, episodes=args.episodes,

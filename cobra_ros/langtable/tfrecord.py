@@ -1,8 +1,9 @@
 """TFRecord files and `tf.train.Example` protos without TensorFlow.
 
 Record framing: u64 length, u32 masked crc32c(length), payload, u32 masked crc32c(payload), all
-little-endian. An Example is `Features features = 1`, Features is `map<string, Feature> feature = 1`,
-and a Feature holds one of bytes_list = 1, float_list = 2, int64_list = 3, each `repeated value = 1`.
+little-endian. An Example is `Features features = 1`, Features is
+`map<string, Feature> feature = 1`, and a Feature holds one of bytes_list = 1, float_list = 2,
+int64_list = 3, each `repeated value = 1`.
 Decoded examples are plain dicts: name -> list[bytes] | float32 array | int64 array.
 """
 
@@ -41,7 +42,8 @@ _shift_tables: dict[int, list] = {}
 
 
 def _zeros_operator(n: int) -> list:
-    """Tables for the linear map reg -> register after feeding n zero bytes (split by input byte)."""
+    """Tables for the linear map reg -> register after feeding n zero bytes (split by input
+    byte)."""
     if n not in _shift_tables:
         regs = np.array([1 << k for k in range(32)], dtype=np.uint32)
         for _ in range(n):
@@ -61,12 +63,13 @@ def _zeros_operator(n: int) -> list:
 
 
 def crc32c(data: bytes) -> int:
-    """CRC-32C of `data`. Large inputs run as many interleaved lanes in numpy, then are stitched."""
+    """CRC-32C of `data`. Large inputs run as many interleaved lanes in numpy, then are
+    stitched."""
     n = len(data)
     if n < 4096:
         return _crc_bytes(0xFFFFFFFF, data) ^ 0xFFFFFFFF
-    # Starting from 0xFFFFFFFF equals starting from 0 with the first 4 bytes inverted, and leading zero
-    # bytes leave a zero register unchanged, so we can left-pad to a whole number of lanes.
+    # Starting from 0xFFFFFFFF equals starting from 0 with the first 4 bytes inverted, and leading
+    # zero bytes leave a zero register unchanged, so we can left-pad to a whole number of lanes.
     lane = 1 << max(8, (int(np.sqrt(n)).bit_length()))
     lanes = -(-n // lane)
     buf = np.zeros(lanes * lane, dtype=np.uint8)
@@ -111,9 +114,11 @@ def iter_records(path, verify: bool = True) -> Iterator[bytes]:
             payload = f.read(length)
             footer = f.read(4)
             if len(payload) < length or len(footer) < 4:
-                raise TFRecordCorruptError(f"{path}: truncated record at offset {offset} (length {length})")
+                raise TFRecordCorruptError(f"{path}: truncated record at offset {offset} "
+                                           f"(length {length})")
             if verify and masked_crc32c(payload) != struct.unpack("<I", footer)[0]:
-                raise TFRecordCorruptError(f"{path}: payload CRC mismatch in record at offset {offset}")
+                raise TFRecordCorruptError(f"{path}: payload CRC mismatch in record at offset "
+                                           f"{offset}")
             yield payload
             offset += 16 + length
 
@@ -192,7 +197,7 @@ def _decode_packed_varints(data: memoryview) -> np.ndarray:
     raw = np.frombuffer(data, dtype=np.uint8)
     if raw.size == 0:
         return np.zeros(0, np.int64)
-    if raw.max() < 0x80:  # every value fits one byte: the common case for instruction codes and flags
+    if raw.max() < 0x80:  # every value fits one byte: as instruction codes and flags do
         return raw.astype(np.int64)
     ends = np.flatnonzero(raw < 0x80)
     starts = np.concatenate([[0], ends[:-1] + 1])
@@ -226,7 +231,7 @@ def decode_example(payload: bytes) -> dict:
     """Parse a serialized tf.train.Example (or a SequenceExample's context) into a dict."""
     out = {}
     for number, _, features in _fields(memoryview(payload)):
-        if number != 1:  # SequenceExample.feature_lists (2) share this layout; we only read features
+        if number != 1:  # SequenceExample.feature_lists (2) share this layout; we read features
             continue
         for n, _, entry in _fields(features):
             if n != 1:
@@ -285,12 +290,15 @@ def _encode_feature(value) -> bytes:
 
 
 def encode_example(features: dict) -> bytes:
-    """Serialize {name: bytes | list[bytes] | array-like of floats / ints / bools} as tf.train.Example.
+    """Serialize {name: bytes | list[bytes] | array-like of floats / ints / bools} as a
+    tf.train.Example.
 
-    Floats become a packed float_list, ints and bools a packed int64_list (as TensorFlow writes them).
+    Floats become a packed float_list, ints and bools a packed int64_list (as TensorFlow writes
+    them).
     """
     entries = b"".join(
-        _len_field(1, _len_field(1, key.encode("utf-8")) + _len_field(2, _encode_feature(features[key])))
+        _len_field(1, _len_field(1, key.encode("utf-8"))
+                   + _len_field(2, _encode_feature(features[key])))
         for key in sorted(features)
     )
     return _len_field(1, entries)
