@@ -5,6 +5,8 @@ once (vision + projector + prefill); `ask` and `yes_no` fork it and pay only for
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ import torch
 
 from cobra_ros.model.checkpoint import load_model_dir
 from cobra_ros.model.cobra import Cobra
-from cobra_ros.model.mamba import MambaState
+from cobra_ros.model.mamba import MambaState, StaticDecoder
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT, ChatTokenizer
 from cobra_ros.model.vision import as_rgb_array
 
@@ -94,10 +96,36 @@ class _Stream:
             self.on_token(piece, len(self.ids))
 
 
+class _DecoderPool:
+    """Static decoders kept between calls, by batch size, each used by one caller at a time.
+
+    On CUDA a decoder's first step captures its CUDA graph (batches up to GRAPH_MAX_BATCH; larger
+    ones, rare, run the same step eagerly rather than keep a graph and state per size)."""
+
+    GRAPH_MAX_BATCH = 8
+
+    def __init__(self, lm):
+        self.lm, self.free, self.lock = lm, {}, threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self, batch: int):
+        with self.lock:
+            decoder = self.free[batch].pop() if self.free.get(batch) else None
+        if decoder is None:
+            decoder = StaticDecoder(self.lm, batch, graph=None if batch <= self.GRAPH_MAX_BATCH else False)
+        try:
+            yield decoder
+        finally:
+            if batch <= self.GRAPH_MAX_BATCH:
+                with self.lock:
+                    self.free.setdefault(batch, []).append(decoder)
+
+
 class CobraEngine:
     def __init__(self, model: Cobra, tokenizer: ChatTokenizer, name: str = ""):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.name = name or model.cfg.model_id
+        self._decoders = _DecoderPool(self.model.llm)
 
     @classmethod
     def load(cls, path: str | Path, device="cpu", dtype=None) -> "CobraEngine":
@@ -135,13 +163,35 @@ class CobraEngine:
         return logits[:, -1].float(), state
 
     @torch.inference_mode()
-    def yes_no_batch(self, frames: Sequence[FrameState], questions: Sequence[str]) -> list[float]:
-        """P(yes) per (frame, question), from the next-token distribution renormalised over Yes/No."""
+    def _prefill_batch(self, frames: Sequence[FrameState], questions: Sequence[str]):
+        """Prefill every question on its frame's state as one right-padded batch.
+
+        Left padding would run pad tokens through the recurrence before the question and change its
+        state; right padding with `lengths` stops each row at its own last token (see `Mixer.forward`).
+        Returns float32 next-token logits (n, vocab) and the state (batch n) after each question."""
+        prompts = [self.tokenizer.prompt_ids(q) for q in questions]
+        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
+        ids = torch.full((len(prompts), int(lengths.max())), self.tokenizer.eos_id, device=self.device)
+        for i, p in enumerate(prompts):
+            ids[i, :len(p)] = torch.tensor(p, device=self.device)
+        state = MambaState.cat([f.state for f in frames])
+        logits, state = self.model.llm(self.model.llm.embed(ids), state, lengths=lengths)
+        return logits[:, -1].float(), state
+
+    @torch.inference_mode()
+    def yes_no_batch(self, frames: Sequence[FrameState], questions: Sequence[str],
+                     max_batch: int = 32) -> list[float]:
+        """P(yes) per (frame, question), from the next-token distribution renormalised over Yes/No.
+
+        Up to `max_batch` questions are prefilled together as one padded batch (they may share one
+        FrameState: the worker coalesces questions waiting on the same frame)."""
+        if len(frames) != len(questions):
+            raise ValueError(f"{len(frames)} frames but {len(questions)} questions")
         probs = []
-        for frame, question in zip(frames, questions, strict=True):
-            logits, _ = self._prefill(frame, question)
-            pair = torch.softmax(logits[0], -1)[[self.tokenizer.yes_id, self.tokenizer.no_id]]
-            probs.append(float(pair[0] / pair.sum()))
+        for start in range(0, len(questions), max_batch):
+            logits, _ = self._prefill_batch(frames[start:start + max_batch], questions[start:start + max_batch])
+            pair = torch.softmax(logits, -1)[:, [self.tokenizer.yes_id, self.tokenizer.no_id]]
+            probs.extend((pair[:, 0] / pair.sum(-1)).tolist())
         return probs
 
     def yes_no(self, frame: FrameState, question: str) -> float:
@@ -161,29 +211,29 @@ class CobraEngine:
             raise ValueError("max_new_tokens must be at least 1")
         callbacks = list(on_token) if on_token is not None else [None] * n
         t0 = time.perf_counter()
-        prefilled = [self._prefill(f, q) for f, q in zip(frames, questions)]
-        logits = torch.cat([p[0] for p in prefilled])
-        state = MambaState.cat([p[1] for p in prefilled])
-        prefill_ms = _ms_since(t0, self.device)
-        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
-        streams = [_Stream(self.tokenizer, cb) for cb in callbacks]
-        finish = [None] * n
-        t1 = time.perf_counter()
-        for step in range(max_new_tokens):
-            if cancel is not None and cancel():
-                finish = [f or "cancelled" for f in finish]
-                break
-            tokens = self._pick(logits, temperature, generator)
-            for i, token in enumerate(tokens.tolist()):
-                if finish[i] is None:
-                    if token == self.tokenizer.eos_id and stop_at_eos:
-                        finish[i] = "eos"
-                    else:
-                        streams[i].push(token)
-            if all(finish) or step == max_new_tokens - 1:
-                break
-            logits = self.model.llm.step(tokens, state).float()
-        decode_ms = _ms_since(t1, self.device)
+        logits, state = self._prefill_batch(frames, questions)
+        with self._decoders.borrow(n) as decoder:
+            decoder.load(state)
+            prefill_ms = _ms_since(t0, self.device)
+            generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
+            streams = [_Stream(self.tokenizer, cb) for cb in callbacks]
+            finish = [None] * n
+            t1 = time.perf_counter()
+            for step in range(max_new_tokens):
+                if cancel is not None and cancel():
+                    finish = [f or "cancelled" for f in finish]
+                    break
+                tokens = self._pick(logits, temperature, generator)
+                for i, token in enumerate(tokens.tolist()):
+                    if finish[i] is None:
+                        if token == self.tokenizer.eos_id and stop_at_eos:
+                            finish[i] = "eos"
+                        else:
+                            streams[i].push(token)
+                if all(finish) or step == max_new_tokens - 1:
+                    break
+                logits = decoder.step(tokens)
+            decode_ms = _ms_since(t1, self.device)
         for stream in streams:
             stream.flush()
         return [Answer(self.tokenizer.decode(s.ids).strip(), s.ids, 0.0, prefill_ms / n, decode_ms, f or "length")

@@ -1,8 +1,10 @@
 """Mamba-1 language model in plain PyTorch, with an explicit constant-size recurrent state.
 
 Two ways through a layer, which agree numerically:
-  * prefill: a chunked parallel selective scan over a whole sequence (optionally continuing a state);
-  * step: the single-token recurrence used for decoding.
+  * prefill: a selective scan over a whole (optionally right-padded) batch of sequences, continuing a
+    state or not; chunked-parallel or a loop, whichever is faster on the device (`prefill_scan`);
+  * step: the single-token recurrence used for decoding, in place on the state, so that
+    `StaticDecoder` can capture a whole step as one CUDA graph.
 Module and parameter names follow the release (`backbone.layers.N.mixer.in_proj.weight`, ...), so the
 checkpoint's `llm_backbone` state dict loads under the `llm.` prefix. On CUDA with `mamba_ssm` installed
 the scan and the step use its kernels (see `kernels.py`).
@@ -35,6 +37,12 @@ class MambaState:
     def clone(self) -> "MambaState":
         return MambaState(self.conv.clone(), self.ssm.clone())
 
+    def copy_(self, other: "MambaState") -> "MambaState":
+        """Overwrite this state's tensors in place (their memory stays where a CUDA graph expects it)."""
+        self.conv.copy_(other.conv)
+        self.ssm.copy_(other.ssm)
+        return self
+
     def select(self, index) -> "MambaState":
         return MambaState(self.conv[:, index], self.ssm[:, index])
 
@@ -62,19 +70,19 @@ def selective_scan(x, delta, A, B, C, D, h0=None, chunk: int = 16, max_decay: fl
     b, L, d = x.shape
     h = x.new_zeros(b, d, A.shape[1], dtype=torch.float32) if h0 is None else h0.float()
     x, delta, B, C = x.float(), delta.float(), B.float(), C.float()
-    dA = delta[..., None] * A  # (b, L, d, n), all <= 0
-    xB = (delta * x)[..., None] * B[:, :, None]
+    dx = delta * x
     ys, start = [], 0
-    while start < L:
+    while start < L:  # (b, T, d, n) tensors are made per chunk: memory does not grow with L
         T = min(chunk, L - start)
-        a = torch.cumsum(dA[:, start:start + T], dim=1)
+        a = torch.cumsum(delta[:, start:start + T, :, None] * A, dim=1)  # all <= 0
         while T > 1 and -a[:, T - 1].min() > max_decay:
             T //= 2
             a = a[:, :T]
+        xB = dx[:, start:start + T, :, None] * B[:, start:start + T, None]
         if T == 1:  # a single step whose decay alone would overflow exp(-a): the recurrence as written
-            hs = torch.exp(a) * h[:, None] + xB[:, start:start + 1]
+            hs = torch.exp(a) * h[:, None] + xB
         else:
-            hs = torch.exp(a) * (h[:, None] + torch.cumsum(torch.exp(-a) * xB[:, start:start + T], dim=1))
+            hs = torch.exp(a) * (h[:, None] + torch.cumsum(torch.exp(-a) * xB, dim=1))
         ys.append((hs * C[:, start:start + T, None]).sum(-1))
         h = hs[:, -1]
         start += T
@@ -84,8 +92,8 @@ def selective_scan(x, delta, A, B, C, D, h0=None, chunk: int = 16, max_decay: fl
 def recurrent_scan(x, delta, A, B, C, D, h0=None):
     """The same scan, one step at a time, never materialising (b, L, d, n).
 
-    Used when training on CPU: autograd through the chunked form moves ~3x more memory than through
-    this loop, whose per-step tensors stay in cache.
+    Autograd through the chunked form moves ~3x more memory than through this loop, whose per-step
+    tensors stay in cache; see `prefill_scan` for when each is used.
     """
     h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1], dtype=torch.float32) if h0 is None else h0.float()
     x, delta, B, C = x.float(), delta.float(), B.float(), C.float()
@@ -95,6 +103,30 @@ def recurrent_scan(x, delta, A, B, C, D, h0=None):
         h = h * torch.exp(delta[:, t, :, None] * A) + dx[:, t, :, None] * B[:, t, None, :]
         ys.append((h @ C[:, t, :, None]).squeeze(-1))
     return torch.stack(ys, dim=1) + x * D, h
+
+
+def prefill_scan(x: torch.Tensor):
+    """The reference scan a prefill uses, by device, as `cobra-bench` measures it.
+
+    Training needs the loop (autograd through the chunked form moves ~3x the memory). In inference the
+    loop also wins on CPU (at the `small` preset, 750 tokens, 2 threads, the chunked form is slower per
+    layer: see docs/PERFORMANCE.md), while on a GPU one chunked launch per 16 tokens beats a launch per
+    token. On CUDA with mamba_ssm installed a fresh prefill uses its kernel instead (`kernels.scan`).
+    """
+    if torch.is_grad_enabled() or x.device.type == "cpu":
+        return recurrent_scan
+    return selective_scan
+
+
+def _valid(lengths: torch.Tensor, L: int) -> torch.Tensor:
+    """(b, L) float mask: 1 where t < the row's length."""
+    return (torch.arange(L, device=lengths.device) < lengths[:, None]).float()
+
+
+def _window_at(xt: torch.Tensor, lengths: torch.Tensor, d_conv: int) -> torch.Tensor:
+    """The last d_conv conv inputs of each row at its own length (xt: the window-padded inputs)."""
+    idx = (lengths[:, None] - 1 + torch.arange(d_conv, device=xt.device)).to(xt.device)
+    return xt.gather(-1, idx[:, None, :].expand(-1, xt.shape[1], -1))
 
 
 class RMSNorm(nn.Module):
@@ -130,34 +162,43 @@ class Mixer(nn.Module):
         dt, B, C = torch.split(self.x_proj(x), [r, n, n], dim=-1)
         return dt, B, C
 
-    def forward(self, h, conv_state=None, ssm_state=None):
+    def forward(self, h, conv_state=None, ssm_state=None, lengths=None):
         """h: (b, L, d_model); states None for a fresh sequence. Returns output and the new conv and ssm
-        states; the given states are not modified."""
+        states; the given states are not modified.
+
+        `lengths` (b,) makes a right-padded batch exact: past a row's length its delta is zero, so its
+        SSM state stops there (exp(0) = 1, nothing added), and its conv window is the one ending there.
+        """
         x, z = self.in_proj(h).chunk(2, dim=-1)
         x = x.transpose(1, 2)
         past = x.new_zeros(*x.shape[:2], self.d_conv - 1) if conv_state is None else conv_state[..., 1:].to(x.dtype)
         xt = torch.cat([past, x], dim=-1)  # (b, di, d_conv - 1 + L)
-        new_conv = xt[..., -self.d_conv:]
+        new_conv = xt[..., -self.d_conv:] if lengths is None else _window_at(xt, lengths, self.d_conv)
         x = F.silu(F.conv1d(xt, self.conv1d.weight, self.conv1d.bias, groups=xt.shape[1])).transpose(1, 2)
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
+        mask = None if lengths is None else _valid(lengths, x.shape[1])
         if ssm_state is None and kernels.available(x):  # the CUDA scan cannot start from a given state
-            y, new_ssm = kernels.scan(x, dt, self.dt_proj, A, B, C, self.D, z)
+            y, new_ssm = kernels.scan(x, dt, self.dt_proj, A, B, C, self.D, z, mask)
         else:
             delta = F.softplus(self.dt_proj(dt).float())
-            scan = recurrent_scan if torch.is_grad_enabled() else selective_scan
-            y, new_ssm = scan(x, delta, A, B, C, self.D.float(), ssm_state)
+            if mask is not None:
+                delta = delta * mask[..., None]
+            y, new_ssm = prefill_scan(x)(x, delta, A, B, C, self.D.float(), ssm_state)
             y = y.to(x.dtype) * F.silu(z)
         return self.out_proj(y.to(h.dtype)), new_conv, new_ssm
 
     def conv_step(self, x, conv_state):
         """Push one input into the depthwise conv window (in place) and return the activated conv output."""
+        if kernels.available(x) and kernels.has_conv_update():
+            return kernels.conv_step(x, conv_state, self.conv1d)
         conv_state.copy_(torch.roll(conv_state, -1, dims=-1))
         conv_state[..., -1] = x
         return F.silu((conv_state * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
 
     def step(self, h, conv_state, ssm_state):
-        """One token, h: (b, d_model). Updates the two states in place (they belong to the caller)."""
+        """One token, h: (b, d_model). Updates the two states in place (they belong to the caller) and
+        allocates nothing that outlives the call, so a CUDA graph can capture it."""
         x, z = self.in_proj(h).chunk(2, dim=-1)
         x = self.conv_step(x, conv_state)
         if kernels.available(x):
@@ -210,31 +251,103 @@ class MambaLM(nn.Module):
         residual = h + residual
         return self.backbone.norm_f(residual.to(self.backbone.norm_f.weight.dtype))
 
-    def forward(self, embeds: torch.Tensor, state: MambaState | None = None, last_only: bool = False):
+    def forward(self, embeds: torch.Tensor, state: MambaState | None = None, last_only: bool = False,
+                lengths: torch.Tensor | None = None):
         """embeds: (b, L, d_model). Returns logits (b, L or 1, vocab) and the state after the sequence.
 
-        `state` is read, never written: pass the same FrameState state to many prompts.
+        `state` is read, never written: pass the same FrameState state to many prompts. `lengths` (b,)
+        reads a right-padded batch: each row's logits (b, 1, vocab) and state are at its own length.
         """
         convs, ssms = [], []
         h, residual = embeds, None
         for i, layer in enumerate(self.backbone.layers):
             normed, residual = layer._add_norm(h, residual)
             past = (None, None) if state is None else (state.conv[i], state.ssm[i])
-            h, conv, ssm = layer.mixer(normed, *past)
+            h, conv, ssm = layer.mixer(normed, *past, lengths=lengths)
             convs.append(conv)
             ssms.append(ssm)
-        if last_only:
+        if lengths is not None:
+            rows = torch.arange(h.shape[0], device=h.device)
+            h, residual = h[rows, lengths - 1, None], residual[rows, lengths - 1, None]
+        elif last_only:
             h, residual = h[:, -1:], residual[:, -1:]
         logits = self.lm_head(self._final(h, residual))
         return logits, MambaState(torch.stack(convs), torch.stack(ssms))
 
     def step(self, ids: torch.Tensor, state: MambaState) -> torch.Tensor:
-        """ids: (b,) next tokens. Advances `state` in place and returns logits (b, vocab)."""
+        """ids: (b,) next tokens. Advances `state` in place and returns logits (b, vocab).
+
+        On CUDA with mamba_ssm the residual add + RMSNorm of each layer is its fused kernel (fp32 add and
+        norm, as the release runs with fused_add_norm); elsewhere the blocks' own `_add_norm`."""
         h, residual = self.embed(ids), None
+        fused = kernels.available(h) and self.cfg.residual_in_fp32
         for i, layer in enumerate(self.backbone.layers):
-            normed, residual = layer._add_norm(h, residual)
+            if fused:
+                normed, residual = kernels.add_norm(h, residual, layer.norm)
+            else:
+                normed, residual = layer._add_norm(h, residual)
             h = layer.mixer.step(normed, state.conv[i], state.ssm[i])
+        if fused:
+            return self.lm_head(kernels.add_norm(h, residual, self.backbone.norm_f, prenorm=False))
         return self.lm_head(self._final(h, residual))
+
+
+class StaticDecoder:
+    """Decoding a batch of `batch` sequences on buffers allocated once.
+
+    Token ids go into `ids`, logits come out in `logits`, and the state in `state` is advanced in place,
+    so every step reads and writes the same memory. On CUDA the whole n_layer step is therefore
+    captured once as a CUDA graph and replayed (one launch per token instead of ~15 per layer, the
+    launch gaps that dominate batch-1 decoding); elsewhere the same step runs eagerly and gives exactly
+    what `MambaLM.step` gives. Not thread-safe: one decoder per concurrent caller.
+    """
+
+    def __init__(self, lm: MambaLM, batch: int, graph: bool | None = None):
+        weight = lm.backbone.embedding.weight
+        self.lm = lm
+        self.state = MambaState.zeros(lm.cfg, batch, weight.device, weight.dtype)
+        self.ids = torch.zeros(batch, dtype=torch.long, device=weight.device)
+        self.logits = torch.zeros(batch, lm.cfg.padded_vocab_size, device=weight.device)
+        self.use_graph = weight.is_cuda if graph is None else graph
+        self._graph = None
+
+    @property
+    def batch(self) -> int:
+        return self.ids.shape[0]
+
+    def load(self, state: MambaState) -> None:
+        """Start from `state` (copied: the caller's state is not touched by later steps)."""
+        self.state.copy_(state)
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed ids (batch,); returns the logits buffer (float32, overwritten by the next step)."""
+        self.ids.copy_(ids)
+        if not self.use_graph:
+            self._forward()
+        else:
+            if self._graph is None:
+                self._capture()
+            self._graph.replay()
+        return self.logits
+
+    def _forward(self) -> None:
+        self.logits.copy_(self.lm.step(self.ids, self.state))
+
+    def _capture(self) -> None:
+        """Warm up on a side stream (Triton compiles its kernels there), then record one step; the
+        warm-ups advanced the state, so it is put back."""
+        saved = self.state.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._forward()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._forward()
+        self.state.copy_(saved)
+        self._graph = graph
 
 
 def _log_uniform(n: int, low: float, high: float, generator) -> torch.Tensor:
