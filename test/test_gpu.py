@@ -1,4 +1,6 @@
-"""The CUDA path against the CPU reference (skipped without CUDA; run on the GPU device)."""
+"""The CUDA path (kernels, CUDA graphs, padded batches) against the CPU reference.
+
+Skipped without CUDA; tools/gpu_check.sh runs them on the GPU machine."""
 import numpy as np
 import pytest
 import torch
@@ -39,3 +41,80 @@ def test_bf16_logits_stay_within_bf16_tolerance(tiny_model_dir):
 def test_kernels_are_used_when_mamba_ssm_is_installed():
     x = torch.zeros(1, device="cuda")
     assert kernels.available(x) == (kernels._ops() is not None)
+
+
+def small_cuda_lm(seed=0, dtype=torch.float32):
+    from cobra_ros.model.config import MambaConfig
+    from cobra_ros.model.mamba import MambaLM, init_weights
+
+    torch.manual_seed(seed)
+    lm = MambaLM(MambaConfig(d_model=64, n_layer=4, vocab_size=101))
+    init_weights(lm, torch.Generator().manual_seed(seed))
+    return lm.eval().to("cuda", dtype)
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_cuda_graph_replay_gives_the_eager_static_tokens(batch):
+    from cobra_ros.model.mamba import StaticDecoder
+
+    lm = small_cuda_lm(batch)
+    ids = torch.randint(0, 101, (batch, 12), device="cuda")
+    _, state = lm(lm.embed(ids))
+    tokens = {}
+    for graph in (False, True):
+        decoder = StaticDecoder(lm, batch, graph=graph)
+        decoder.load(state)
+        token, out, logits = ids[:, -1], [], []
+        for _ in range(32):
+            step = decoder.step(token)
+            logits.append(step.clone())
+            token = step.argmax(-1)
+            out.append(token)
+        tokens[graph] = (torch.stack(out), torch.stack(logits))
+    assert torch.equal(tokens[False][0], tokens[True][0])
+    assert torch.allclose(tokens[False][1], tokens[True][1], atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_fused_add_norm_kernel_is_the_fp32_add_and_norm():
+    from cobra_ros.model.mamba import RMSNorm
+
+    if kernels._ops() is None:
+        pytest.skip("needs mamba_ssm")
+    norm = RMSNorm(256).cuda().to(torch.bfloat16)
+    norm.weight.uniform_(0.5, 1.5)
+    h = torch.randn(4, 256, device="cuda", dtype=torch.bfloat16)
+    residual = torch.randn(4, 256, device="cuda") * 3
+    normed, new_residual = kernels.add_norm(h, residual, norm)
+    ref_residual = h.float() + residual
+    ref = ref_residual * torch.rsqrt(ref_residual.pow(2).mean(-1, keepdim=True) + norm.eps)
+    ref = ref * norm.weight.float()
+    assert new_residual.dtype == torch.float32 and torch.allclose(new_residual, ref_residual)
+    assert torch.allclose(normed.float(), ref, atol=2e-2, rtol=1e-2)
+
+
+@torch.inference_mode()
+def test_padded_prefill_on_cuda_matches_each_sequence_alone():
+    lm = small_cuda_lm(7)
+    lengths = [5, 17, 1, 9]
+    g = torch.Generator().manual_seed(7)
+    seqs = [torch.randint(0, 101, (L,), generator=g) for L in lengths]
+    padded = torch.zeros(len(seqs), max(lengths), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        padded[i, :len(s)] = s
+    logits, state = lm(lm.embed(padded.cuda()), lengths=torch.tensor(lengths, device="cuda"))
+    for i, s in enumerate(seqs):
+        alone, alone_state = lm(lm.embed(s[None].cuda()), last_only=True)
+        assert torch.allclose(logits[i], alone[0], atol=1e-4, rtol=1e-4)
+        assert torch.allclose(state.ssm[:, i], alone_state.ssm[:, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_yes_no_batch_on_the_gpu_matches_the_cpu(tiny_model_dir):
+    cpu = cobra_ros.load(tiny_model_dir, device="cpu", dtype="float32")
+    gpu = cobra_ros.load(tiny_model_dir, device="cuda", dtype="float32")
+    image = np.random.default_rng(2).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    questions = ["Is there a red moon?", "Is the blue cube left of the green star on the table?", "Red?"]
+    a = cpu.yes_no_batch([cpu.encode(image)] * 3, questions)
+    b = gpu.yes_no_batch([gpu.encode(image)] * 3, questions)
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3
