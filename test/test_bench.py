@@ -1,5 +1,6 @@
 """cobra-bench and tools/gpu_check.sh on CPU: the prepared GPU run's stages work, and the figures
 the CPU can measure hold (flat Mamba state against a growing KV cache, bf16 close to fp32)."""
+
 import json
 import os
 import subprocess
@@ -18,11 +19,12 @@ def test_gpu_check_script_parses():
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
-    """The GPU script's --dry-run: its test and cobra-bench stages on the CPU at the micro preset."""
+    """The GPU script's --dry-run: its test and cobra-bench stages on the CPU, micro preset."""
     out = tmp_path_factory.mktemp("gpu-out")
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable)
-    proc = subprocess.run(["bash", str(SCRIPT), "--dry-run"], env=env, capture_output=True, text=True,
-                          timeout=400)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--dry-run"], env=env, capture_output=True, text=True, timeout=400
+    )
     return proc, out
 
 
@@ -33,8 +35,11 @@ def test_dry_run_runs_every_stage_and_writes_json_and_png(dry_run):
     assert "tests: rc=0" in summary and "bench: rc=0" in summary
     assert (out / "bench.png").stat().st_size > 0
     printed = (out / "bench.log").read_text()
-    for needs_cuda in ("mamba_ssm generate(cg=True)", "batch-1 decode, CUDA graph vs eager",
-                       "GPU greedy tokens == CPU"):
+    for needs_cuda in (
+        "mamba_ssm generate(cg=True)",
+        "batch-1 decode, CUDA graph vs eager",
+        "GPU greedy tokens == CPU",
+    ):
         assert f"{needs_cuda}: skipped: needs CUDA" in printed
 
 
@@ -48,9 +53,14 @@ def test_bench_figures_on_cpu(dry_run):
     assert kv[1] == 2 * kv[0]  # the transformer's cache grows with it
     streaming = results["streaming"]
     assert streaming["limit_tokens_per_s"] == pytest.approx(
-        streaming["copy_bytes_per_s"] / streaming["weight_bytes_per_token"])
-    assert 0 < streaming["fraction_of_limit"] < 1  # nothing decodes faster than it can read its weights
+        streaming["copy_bytes_per_s"] / streaming["weight_bytes_per_token"]
+    )
+    assert (
+        0 < streaming["fraction_of_limit"] < 1
+    )  # nothing decodes faster than it can read its weights
     assert set(results["questions"]) == {"1", "4"}
     assert results["scan"]["picked"] == "recurrent_scan"  # the CPU rule
     bf16 = results["bf16_vs_fp32"]
-    assert bf16["within_tolerance"] and bf16["max_abs_diff"] > 0  # bf16 really ran, and stayed close
+    assert (
+        bf16["within_tolerance"] and bf16["max_abs_diff"] > 0
+    )  # bf16 really ran, and stayed close

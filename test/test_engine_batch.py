@@ -1,4 +1,5 @@
 """Batched questions: one right-padded prefill gives what each question alone gives."""
+
 from pathlib import Path
 
 import torch
@@ -7,9 +8,14 @@ import cobra_ros
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "langtable-tiny"
 
-QUESTIONS = ["Is the red moon left of the blue cube?", "Hi?", "Is there a yellow star?",
-             "Is the green cube above the red pentagon in the picture that the camera saw just now?",
-             "Red?", "Is the blue moon near the yellow heart?"]
+QUESTIONS = [
+    "Is the red moon left of the blue cube?",
+    "Hi?",
+    "Is there a yellow star?",
+    "Is the green cube above the red pentagon in the picture that the camera saw just now?",
+    "Red?",
+    "Is the blue moon near the yellow heart?",
+]
 
 
 @torch.inference_mode()
@@ -18,7 +24,9 @@ def reference_p_yes(engine, frame, question) -> float:
     ids = torch.tensor([engine.tokenizer.prompt_ids(question)])
     logits, _ = engine.model.llm(engine.model.llm.embed(ids), frame.state, last_only=True)
     p = torch.softmax(logits[0, -1].float(), -1)
-    return float(p[engine.tokenizer.yes_id] / (p[engine.tokenizer.yes_id] + p[engine.tokenizer.no_id]))
+    return float(
+        p[engine.tokenizer.yes_id] / (p[engine.tokenizer.yes_id] + p[engine.tokenizer.no_id])
+    )
 
 
 def test_yes_no_batch_on_one_frame_equals_each_question_alone(tiny_engine, rgb):
@@ -42,9 +50,16 @@ def test_ask_batch_of_different_lengths_answers_as_each_alone(rgb):
     # the bundled trained model: its answers depend on the question, so a mixed-up row would show
     engine = cobra_ros.load(BUNDLED)
     frame = engine.encode(rgb(6, 112, 112))
-    questions = ["Describe the image specifically.", "Is the red moon left of the blue cube?",
-                 "What is the color of the block at the top left?", "How many blocks are there?"]
+    questions = [
+        "Describe the image specifically.",
+        "Is the red moon left of the blue cube?",
+        "What is the color of the block at the top left?",
+        "How many blocks are there?",
+    ]
     batched = engine.ask_batch([frame] * 4, questions, max_new_tokens=12, stop_at_eos=False)
     for question, answer in zip(questions, batched):
-        assert answer.token_ids == engine.ask(frame, question, max_new_tokens=12, stop_at_eos=False).token_ids
+        assert (
+            answer.token_ids
+            == engine.ask(frame, question, max_new_tokens=12, stop_at_eos=False).token_ids
+        )
     assert len({tuple(a.token_ids) for a in batched}) > 1

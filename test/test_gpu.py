@@ -1,6 +1,7 @@
 """The CUDA path (kernels, CUDA graphs, padded batches) against the CPU reference.
 
 Skipped without CUDA; tools/gpu_check.sh runs them on the GPU machine."""
+
 import numpy as np
 import pytest
 import torch
@@ -34,7 +35,13 @@ def test_bf16_logits_stay_within_bf16_tolerance(tiny_model_dir):
     ids = torch.tensor([cpu.tokenizer.prompt_ids("Is there a red moon?")])
     with torch.no_grad():
         ref = cpu.model(torch.from_numpy(image[None]), ids, cpu.tokenizer.bos_id)[0, -1]
-        got = gpu.model(torch.from_numpy(image[None]).cuda(), ids.cuda(), gpu.tokenizer.bos_id)[0, -1].float().cpu()
+        got = (
+            gpu.model(torch.from_numpy(image[None]).cuda(), ids.cuda(), gpu.tokenizer.bos_id)[
+                0, -1
+            ]
+            .float()
+            .cpu()
+        )
     assert (ref - got).abs().max() < 0.05 * ref.abs().max() + 0.05
 
 
@@ -102,7 +109,7 @@ def test_padded_prefill_on_cuda_matches_each_sequence_alone():
     seqs = [torch.randint(0, 101, (L,), generator=g) for L in lengths]
     padded = torch.zeros(len(seqs), max(lengths), dtype=torch.long)
     for i, s in enumerate(seqs):
-        padded[i, :len(s)] = s
+        padded[i, : len(s)] = s
     logits, state = lm(lm.embed(padded.cuda()), lengths=torch.tensor(lengths, device="cuda"))
     for i, s in enumerate(seqs):
         alone, alone_state = lm(lm.embed(s[None].cuda()), last_only=True)
@@ -114,7 +121,11 @@ def test_yes_no_batch_on_the_gpu_matches_the_cpu(tiny_model_dir):
     cpu = cobra_ros.load(tiny_model_dir, device="cpu", dtype="float32")
     gpu = cobra_ros.load(tiny_model_dir, device="cuda", dtype="float32")
     image = np.random.default_rng(2).integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    questions = ["Is there a red moon?", "Is the blue cube left of the green star on the table?", "Red?"]
+    questions = [
+        "Is there a red moon?",
+        "Is the blue cube left of the green star on the table?",
+        "Red?",
+    ]
     a = cpu.yes_no_batch([cpu.encode(image)] * 3, questions)
     b = gpu.yes_no_batch([gpu.encode(image)] * 3, questions)
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3

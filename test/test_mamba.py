@@ -1,12 +1,20 @@
-"""The Mamba reference: parallel prefill, chunked scan, padded batches, single-step recurrence and the
-static decoder agree."""
+"""The Mamba reference: parallel prefill, chunked scan, padded batches, single-step recurrence
+and the static decoder agree."""
+
 import torch
 
 from cobra_ros.model.config import MambaConfig
 import pytest
 
-from cobra_ros.model.mamba import (MambaLM, MambaState, StaticDecoder, init_weights, prefill_scan, recurrent_scan,
-                                   selective_scan)
+from cobra_ros.model.mamba import (
+    MambaLM,
+    MambaState,
+    StaticDecoder,
+    init_weights,
+    prefill_scan,
+    recurrent_scan,
+    selective_scan,
+)
 
 TOL = 1e-4  # float32 on CPU; observed differences are ~1e-6
 
@@ -20,7 +28,10 @@ def naive_scan(x, delta, A, B, C, D):
         for c in range(d):
             state = torch.zeros(A.shape[1])
             for t in range(L):
-                state = torch.exp(delta[i, t, c] * A[c]) * state + delta[i, t, c] * B[i, t] * x[i, t, c]
+                state = (
+                    torch.exp(delta[i, t, c] * A[c]) * state
+                    + delta[i, t, c] * B[i, t] * x[i, t, c]
+                )
                 y[i, t, c] = (state * C[i, t]).sum() + D[c] * x[i, t, c]
             h[i, c] = state
     return y, h
@@ -29,10 +40,14 @@ def naive_scan(x, delta, A, B, C, D):
 def test_chunked_and_recurrent_scans_match_the_recurrence_even_when_chunks_must_split():
     g = torch.Generator().manual_seed(0)
     b, L, d, n = 2, 40, 6, 4
-    x, B, C = torch.randn(b, L, d, generator=g), torch.randn(b, L, n, generator=g), torch.randn(b, L, n, generator=g)
+    x, B, C = (
+        torch.randn(b, L, d, generator=g),
+        torch.randn(b, L, n, generator=g),
+        torch.randn(b, L, n, generator=g),
+    )
     A, D = -torch.rand(d, n, generator=g) * 16, torch.randn(d, generator=g)
-    # 2.0 makes a 16-step chunk decay past exp(-60), so the chunked scan must split it; 10.0 makes single
-    # steps decay past it
+    # 2.0 makes a 16-step chunk decay past exp(-60), so the chunked scan must split it; 10.0
+    # makes single steps decay past it
     for scale in (0.05, 2.0, 10.0):
         delta = torch.rand(b, L, d, generator=g) * scale
         y_ref, h_ref = naive_scan(x, delta, A, B, C, D)
@@ -87,7 +102,11 @@ def test_static_decoder_gives_exactly_the_tokens_and_logits_of_the_plain_step(ba
     ids = torch.randint(0, 97, (batch, 9), generator=torch.Generator().manual_seed(batch))
     _, state = lm(lm.embed(ids))
     decoder = StaticDecoder(lm, batch)
-    buffers = (decoder.state.conv.data_ptr(), decoder.state.ssm.data_ptr(), decoder.logits.data_ptr())
+    buffers = (
+        decoder.state.conv.data_ptr(),
+        decoder.state.ssm.data_ptr(),
+        decoder.logits.data_ptr(),
+    )
     decoder.load(state)
     plain, tokens_plain, tokens_static = state.clone(), [], []
     token = ids[:, -1]
@@ -102,10 +121,18 @@ def test_static_decoder_gives_exactly_the_tokens_and_logits_of_the_plain_step(ba
         token = logits.argmax(-1)
         tokens_static.append(token)
     assert torch.equal(torch.stack(tokens_plain), torch.stack(tokens_static))
-    assert torch.equal(decoder.state.ssm, plain.ssm) and torch.equal(decoder.state.conv, plain.conv)
+    assert torch.equal(decoder.state.ssm, plain.ssm) and torch.equal(
+        decoder.state.conv, plain.conv
+    )
     # the state and logits were written in place: a CUDA graph replays against the same memory
-    assert buffers == (decoder.state.conv.data_ptr(), decoder.state.ssm.data_ptr(), decoder.logits.data_ptr())
-    assert not torch.equal(state.ssm, decoder.state.ssm)  # load copied: the caller's state did not move
+    assert buffers == (
+        decoder.state.conv.data_ptr(),
+        decoder.state.ssm.data_ptr(),
+        decoder.logits.data_ptr(),
+    )
+    assert not torch.equal(
+        state.ssm, decoder.state.ssm
+    )  # load copied: the caller's state did not move
 
 
 @torch.no_grad()
@@ -117,12 +144,14 @@ def test_right_padded_batch_with_lengths_equals_each_sequence_alone():
     seqs = [torch.randint(0, 97, (L,), generator=g) for L in lengths]
     padded = torch.zeros(len(seqs), max(lengths), dtype=torch.long)
     for i, s in enumerate(seqs):
-        padded[i, :len(s)] = s
+        padded[i, : len(s)] = s
     states = MambaState.cat([start] * len(seqs))
     for state in (None, states):  # fresh sequences and continuing one frame's state
         logits, after = lm(lm.embed(padded), state, lengths=torch.tensor(lengths))
         for i, s in enumerate(seqs):
-            alone, alone_state = lm(lm.embed(s[None]), None if state is None else start, last_only=True)
+            alone, alone_state = lm(
+                lm.embed(s[None]), None if state is None else start, last_only=True
+            )
             assert (logits[i] - alone[0]).abs().max() < 1e-5
             assert (after.ssm[:, i] - alone_state.ssm[:, 0]).abs().max() < 1e-5
             assert (after.conv[:, i] - alone_state.conv[:, 0]).abs().max() < 1e-5
@@ -132,6 +161,10 @@ def test_prefill_scan_rule_uses_the_loop_on_cpu_and_chunks_elsewhere():
     x = torch.zeros(1, 1, 1)
     with torch.no_grad():
         assert prefill_scan(x) is recurrent_scan
-        assert prefill_scan(x.to("meta")) is selective_scan  # any non-CPU device, as CUDA without mamba_ssm
+        assert (
+            prefill_scan(x.to("meta")) is selective_scan
+        )  # any non-CPU device, as CUDA without mamba_ssm
     with torch.enable_grad():
-        assert prefill_scan(x.to("meta")) is recurrent_scan  # training: the loop's smaller autograd graph
+        assert (
+            prefill_scan(x.to("meta")) is recurrent_scan
+        )  # training: the loop's smaller autograd graph

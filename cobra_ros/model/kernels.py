@@ -3,6 +3,7 @@
 Used only when the tensors are on CUDA and `mamba_ssm` imports; the plain PyTorch reference in
 `mamba.py` is the specification they are tested against (test/test_gpu.py, skipped without CUDA).
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,12 +36,14 @@ def available(x: torch.Tensor) -> bool:
 
 
 def has_conv_update() -> bool:
-    """causal_conv1d is optional: without it the conv step stays in PyTorch (it is a small part)."""
+    """causal_conv1d is optional: without it the conv step stays in PyTorch (a small part)."""
     return _conv_update() is not None
 
 
 def scan(x, dt, dt_proj, A, B, C, D, z, mask=None):
-    """Fresh-sequence selective scan with the gate fused. x, z: (b, L, d); dt: (b, L, r); B, C: (b, L, n).
+    """Fresh-sequence selective scan with the gate fused.
+
+    x, z: (b, L, d); dt: (b, L, r); B, C: (b, L, n).
 
     `mask` (b, L), 1 on real tokens, zeroes delta on right padding so each row's state stops at its
     own length; softplus is then applied here rather than in the kernel."""
@@ -50,21 +53,41 @@ def scan(x, dt, dt_proj, A, B, C, D, z, mask=None):
     if mask is not None:
         delta = torch.nn.functional.softplus(delta.float() + bias) * mask[..., None]
         bias, softplus = None, False
-    y, last = selective_scan_fn(x.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A,
-                                B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), D.float(),
-                                z.transpose(1, 2).contiguous(), delta_bias=bias,
-                                delta_softplus=softplus, return_last_state=True)
+    y, last = selective_scan_fn(
+        x.transpose(1, 2).contiguous(),
+        delta.transpose(1, 2).contiguous(),
+        A,
+        B.transpose(1, 2).contiguous(),
+        C.transpose(1, 2).contiguous(),
+        D.float(),
+        z.transpose(1, 2).contiguous(),
+        delta_bias=bias,
+        delta_softplus=softplus,
+        return_last_state=True,
+    )
     return y.transpose(1, 2), last.float()
 
 
 def step(x, z, mixer, ssm_state):
-    """One decoding step after the conv (x: its output); updates ssm_state in place. Returns the gated output."""
+    """One decoding step after the conv (x: its output); updates ssm_state in place.
+
+    Returns the gated output."""
     selective_state_update = _ops()[1]
     dt, B, C = mixer._ssm_inputs(x)
     dt = dt @ mixer.dt_proj.weight.t()
     A = -torch.exp(mixer.A_log.float())
-    return selective_state_update(ssm_state, x, dt, A, B, C, mixer.D.float(), z=z,
-                                  dt_bias=mixer.dt_proj.bias.float(), dt_softplus=True)
+    return selective_state_update(
+        ssm_state,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        mixer.D.float(),
+        z=z,
+        dt_bias=mixer.dt_proj.bias.float(),
+        dt_softplus=True,
+    )
 
 
 def conv_step(x, conv_state, conv1d):
@@ -76,5 +99,12 @@ def add_norm(h, residual, norm, prenorm: bool = True):
     """mamba_ssm's fused residual add + RMSNorm, add and norm in fp32 (residual_in_fp32, as the
     release's fused_add_norm). Returns (normed, fp32 residual), or only normed when not prenorm."""
     rms_norm_fn = _ops()[2]
-    return rms_norm_fn(h, norm.weight, None, residual=residual, prenorm=prenorm, residual_in_fp32=True,
-                       eps=norm.eps)
+    return rms_norm_fn(
+        h,
+        norm.weight,
+        None,
+        residual=residual,
+        prenorm=prenorm,
+        residual_in_fp32=True,
+        eps=norm.eps,
+    )
