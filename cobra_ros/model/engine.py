@@ -112,7 +112,8 @@ class _DecoderPool:
         with self.lock:
             decoder = self.free[batch].pop() if self.free.get(batch) else None
         if decoder is None:
-            decoder = StaticDecoder(self.lm, batch, graph=None if batch <= self.GRAPH_MAX_BATCH else False)
+            graph = None if batch <= self.GRAPH_MAX_BATCH else False
+            decoder = StaticDecoder(self.lm, batch, graph=graph)
         try:
             yield decoder
         finally:
@@ -166,12 +167,14 @@ class CobraEngine:
     def _prefill_batch(self, frames: Sequence[FrameState], questions: Sequence[str]):
         """Prefill every question on its frame's state as one right-padded batch.
 
-        Left padding would run pad tokens through the recurrence before the question and change its
-        state; right padding with `lengths` stops each row at its own last token (see `Mixer.forward`).
-        Returns float32 next-token logits (n, vocab) and the state (batch n) after each question."""
+        Left padding would run pad tokens through the recurrence before the question and change
+        its state; right padding with `lengths` stops each row at its own last token (see
+        `Mixer.forward`). Returns float32 next-token logits (n, vocab) and the state (batch n)
+        after each question."""
         prompts = [self.tokenizer.prompt_ids(q) for q in questions]
         lengths = torch.tensor([len(p) for p in prompts], device=self.device)
-        ids = torch.full((len(prompts), int(lengths.max())), self.tokenizer.eos_id, device=self.device)
+        ids = torch.full((len(prompts), int(lengths.max())), self.tokenizer.eos_id,
+                         device=self.device)
         for i, p in enumerate(prompts):
             ids[i, :len(p)] = torch.tensor(p, device=self.device)
         state = MambaState.cat([f.state for f in frames])
@@ -189,7 +192,8 @@ class CobraEngine:
             raise ValueError(f"{len(frames)} frames but {len(questions)} questions")
         probs = []
         for start in range(0, len(questions), max_batch):
-            logits, _ = self._prefill_batch(frames[start:start + max_batch], questions[start:start + max_batch])
+            chunk = slice(start, start + max_batch)
+            logits, _ = self._prefill_batch(frames[chunk], questions[chunk])
             pair = torch.softmax(logits, -1)[:, [self.tokenizer.yes_id, self.tokenizer.no_id]]
             probs.extend((pair[:, 0] / pair.sum(-1)).tolist())
         return probs
@@ -198,10 +202,12 @@ class CobraEngine:
         return self.yes_no_batch([frame], [question])[0]
 
     @torch.inference_mode()
-    def ask_batch(self, frames: Sequence[FrameState], questions: Sequence[str], max_new_tokens: int = 64,
-                  on_token: Sequence[TokenCallback | None] | None = None, cancel: Callable[[], bool] | None = None,
-                  temperature: float = 0.0, seed: int | None = None, stop_at_eos: bool = True) -> list[Answer]:
-        """Answer each question about its frame, decoding all of them together, greedy unless temperature > 0.
+    def ask_batch(self, frames: Sequence[FrameState], questions: Sequence[str],
+                  max_new_tokens: int = 64, on_token: Sequence[TokenCallback | None] | None = None,
+                  cancel: Callable[[], bool] | None = None, temperature: float = 0.0,
+                  seed: int | None = None, stop_at_eos: bool = True) -> list[Answer]:
+        """Answer each question about its frame, decoding all of them together (one padded
+        prefill, then one static batch decoder), greedy unless temperature > 0.
 
         `stop_at_eos=False` always generates max_new_tokens (benchmarks)."""
         n = len(frames)
@@ -215,7 +221,9 @@ class CobraEngine:
         with self._decoders.borrow(n) as decoder:
             decoder.load(state)
             prefill_ms = _ms_since(t0, self.device)
-            generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
+            generator = None
+            if seed is not None:
+                generator = torch.Generator(self.device).manual_seed(seed)
             streams = [_Stream(self.tokenizer, cb) for cb in callbacks]
             finish = [None] * n
             t1 = time.perf_counter()
@@ -236,8 +244,8 @@ class CobraEngine:
             decode_ms = _ms_since(t1, self.device)
         for stream in streams:
             stream.flush()
-        return [Answer(self.tokenizer.decode(s.ids).strip(), s.ids, 0.0, prefill_ms / n, decode_ms, f or "length")
-                for s, f in zip(streams, finish)]
+        return [Answer(self.tokenizer.decode(s.ids).strip(), s.ids, 0.0, prefill_ms / n, decode_ms,
+                       f or "length") for s, f in zip(streams, finish)]
 
     @staticmethod
     def _pick(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:

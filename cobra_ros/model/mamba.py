@@ -1,8 +1,9 @@
 """Mamba-1 language model in plain PyTorch, with an explicit constant-size recurrent state.
 
 Two ways through a layer, which agree numerically:
-  * prefill: a selective scan over a whole (optionally right-padded) batch of sequences, continuing a
-    state or not; chunked-parallel or a loop, whichever is faster on the device (`prefill_scan`);
+  * prefill: a selective scan over a whole (optionally right-padded) batch of sequences,
+    continuing a state or not; chunked-parallel or a loop, whichever is faster on the device
+    (`prefill_scan`);
   * step: the single-token recurrence used for decoding, in place on the state, so that
     `StaticDecoder` can capture a whole step as one CUDA graph.
 Module and parameter names follow the release (`backbone.layers.N.mixer.in_proj.weight`, ...), so the
@@ -26,19 +27,20 @@ from cobra_ros.model.config import MambaConfig
 class MambaState:
     """The whole recurrent state of the LM for a batch: fixed size whatever the sequence length."""
 
-    conv: torch.Tensor  # (n_layer, batch, d_inner, d_conv): the last d_conv inputs of each depthwise conv
+    conv: torch.Tensor  # (n_layer, batch, d_inner, d_conv): the last d_conv inputs of each conv
     ssm: torch.Tensor  # (n_layer, batch, d_inner, d_state), float32
 
     @classmethod
     def zeros(cls, cfg: MambaConfig, batch: int, device=None, dtype=torch.float32) -> "MambaState":
-        return cls(torch.zeros(cfg.n_layer, batch, cfg.d_inner, cfg.d_conv, device=device, dtype=dtype),
-                   torch.zeros(cfg.n_layer, batch, cfg.d_inner, cfg.d_state, device=device, dtype=torch.float32))
+        shape = (cfg.n_layer, batch, cfg.d_inner)
+        return cls(torch.zeros(*shape, cfg.d_conv, device=device, dtype=dtype),
+                   torch.zeros(*shape, cfg.d_state, device=device, dtype=torch.float32))
 
     def clone(self) -> "MambaState":
         return MambaState(self.conv.clone(), self.ssm.clone())
 
     def copy_(self, other: "MambaState") -> "MambaState":
-        """Overwrite this state's tensors in place (their memory stays where a CUDA graph expects it)."""
+        """Overwrite these tensors in place (their memory stays where a CUDA graph reads it)."""
         self.conv.copy_(other.conv)
         self.ssm.copy_(other.ssm)
         return self
@@ -48,7 +50,8 @@ class MambaState:
 
     @staticmethod
     def cat(states: list["MambaState"]) -> "MambaState":
-        return MambaState(torch.cat([s.conv for s in states], 1), torch.cat([s.ssm for s in states], 1))
+        return MambaState(torch.cat([s.conv for s in states], 1),
+                          torch.cat([s.ssm for s in states], 1))
 
     @property
     def batch(self) -> int:
@@ -63,9 +66,10 @@ def selective_scan(x, delta, A, B, C, D, h0=None, chunk: int = 16, max_decay: fl
     """Reference selective scan in float32, parallel within chunks of up to `chunk` steps.
 
     x, delta: (b, L, d); A: (d, n); B, C: (b, L, n); D: (d,); h0: (b, d, n) or None.
-    Returns y (b, L, d) and the final state (b, d, n). With a_t the running sum of delta*A inside a chunk,
-    h_t = exp(a_t) * (h_prev + sum_{s<=t} exp(-a_s) delta_s B_s x_s): two cumsums instead of a loop. A
-    chunk whose total decay would overflow exp(-a) is halved until it fits (down to one exact step).
+    Returns y (b, L, d) and the final state (b, d, n). With a_t the running sum of delta*A inside a
+    chunk, h_t = exp(a_t) * (h_prev + sum_{s<=t} exp(-a_s) delta_s B_s x_s): two cumsums instead of
+    a loop. A chunk whose total decay would overflow exp(-a) is halved until it fits (down to one
+    exact step).
     """
     b, L, d = x.shape
     h = x.new_zeros(b, d, A.shape[1], dtype=torch.float32) if h0 is None else h0.float()
@@ -79,7 +83,7 @@ def selective_scan(x, delta, A, B, C, D, h0=None, chunk: int = 16, max_decay: fl
             T //= 2
             a = a[:, :T]
         xB = dx[:, start:start + T, :, None] * B[:, start:start + T, None]
-        if T == 1:  # a single step whose decay alone would overflow exp(-a): the recurrence as written
+        if T == 1:  # one step whose decay alone would overflow exp(-a): the recurrence as written
             hs = torch.exp(a) * h[:, None] + xB
         else:
             hs = torch.exp(a) * (h[:, None] + torch.cumsum(torch.exp(-a) * xB, dim=1))
@@ -95,7 +99,8 @@ def recurrent_scan(x, delta, A, B, C, D, h0=None):
     Autograd through the chunked form moves ~3x more memory than through this loop, whose per-step
     tensors stay in cache; see `prefill_scan` for when each is used.
     """
-    h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1], dtype=torch.float32) if h0 is None else h0.float()
+    h = h0.float() if h0 is not None else x.new_zeros(x.shape[0], x.shape[2], A.shape[1],
+                                                      dtype=torch.float32)
     x, delta, B, C = x.float(), delta.float(), B.float(), C.float()
     dx = delta * x
     ys = []
@@ -108,10 +113,11 @@ def recurrent_scan(x, delta, A, B, C, D, h0=None):
 def prefill_scan(x: torch.Tensor):
     """The reference scan a prefill uses, by device, as `cobra-bench` measures it.
 
-    Training needs the loop (autograd through the chunked form moves ~3x the memory). In inference the
-    loop also wins on CPU (at the `small` preset, 750 tokens, 2 threads, the chunked form is slower per
-    layer: see docs/PERFORMANCE.md), while on a GPU one chunked launch per 16 tokens beats a launch per
-    token. On CUDA with mamba_ssm installed a fresh prefill uses its kernel instead (`kernels.scan`).
+    Training needs the loop (autograd through the chunked form moves ~3x the memory). In inference
+    the loop also wins on CPU (at the `small` preset, 750 tokens, 2 threads, the chunked form is
+    slower per layer: see docs/PERFORMANCE.md), while on a GPU one chunked launch per 16 tokens
+    beats a launch per token. On CUDA with mamba_ssm a fresh prefill uses its kernel instead
+    (`kernels.scan`).
     """
     if torch.is_grad_enabled() or x.device.type == "cpu":
         return recurrent_scan
@@ -163,22 +169,30 @@ class Mixer(nn.Module):
         return dt, B, C
 
     def forward(self, h, conv_state=None, ssm_state=None, lengths=None):
-        """h: (b, L, d_model); states None for a fresh sequence. Returns output and the new conv and ssm
-        states; the given states are not modified.
+        """h: (b, L, d_model); states None for a fresh sequence. Returns output and the new conv
+        and ssm states; the given states are not modified.
 
-        `lengths` (b,) makes a right-padded batch exact: past a row's length its delta is zero, so its
-        SSM state stops there (exp(0) = 1, nothing added), and its conv window is the one ending there.
+        `lengths` (b,) makes a right-padded batch exact: past a row's length its delta is zero,
+        so its SSM state stops there (exp(0) = 1, nothing added), and its conv window is the one
+        ending there.
         """
         x, z = self.in_proj(h).chunk(2, dim=-1)
         x = x.transpose(1, 2)
-        past = x.new_zeros(*x.shape[:2], self.d_conv - 1) if conv_state is None else conv_state[..., 1:].to(x.dtype)
+        if conv_state is None:
+            past = x.new_zeros(*x.shape[:2], self.d_conv - 1)
+        else:
+            past = conv_state[..., 1:].to(x.dtype)
         xt = torch.cat([past, x], dim=-1)  # (b, di, d_conv - 1 + L)
-        new_conv = xt[..., -self.d_conv:] if lengths is None else _window_at(xt, lengths, self.d_conv)
-        x = F.silu(F.conv1d(xt, self.conv1d.weight, self.conv1d.bias, groups=xt.shape[1])).transpose(1, 2)
+        if lengths is None:
+            new_conv = xt[..., -self.d_conv:]
+        else:
+            new_conv = _window_at(xt, lengths, self.d_conv)
+        x = F.conv1d(xt, self.conv1d.weight, self.conv1d.bias, groups=xt.shape[1])
+        x = F.silu(x).transpose(1, 2)
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         mask = None if lengths is None else _valid(lengths, x.shape[1])
-        if ssm_state is None and kernels.available(x):  # the CUDA scan cannot start from a given state
+        if ssm_state is None and kernels.available(x):  # the CUDA scan cannot start from a state
             y, new_ssm = kernels.scan(x, dt, self.dt_proj, A, B, C, self.D, z, mask)
         else:
             delta = F.softplus(self.dt_proj(dt).float())
@@ -189,7 +203,7 @@ class Mixer(nn.Module):
         return self.out_proj(y.to(h.dtype)), new_conv, new_ssm
 
     def conv_step(self, x, conv_state):
-        """Push one input into the depthwise conv window (in place) and return the activated conv output."""
+        """Push one input into the depthwise conv window (in place); returns silu(conv)."""
         if kernels.available(x) and kernels.has_conv_update():
             return kernels.conv_step(x, conv_state, self.conv1d)
         conv_state.copy_(torch.roll(conv_state, -1, dims=-1))
@@ -197,8 +211,8 @@ class Mixer(nn.Module):
         return F.silu((conv_state * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
 
     def step(self, h, conv_state, ssm_state):
-        """One token, h: (b, d_model). Updates the two states in place (they belong to the caller) and
-        allocates nothing that outlives the call, so a CUDA graph can capture it."""
+        """One token, h: (b, d_model). Updates the two states in place (they belong to the caller)
+        and allocates nothing that outlives the call, so a CUDA graph can capture it."""
         x, z = self.in_proj(h).chunk(2, dim=-1)
         x = self.conv_step(x, conv_state)
         if kernels.available(x):
@@ -206,7 +220,8 @@ class Mixer(nn.Module):
         dt, B, C = self._ssm_inputs(x)
         delta = F.softplus(self.dt_proj(dt).float())
         A = -torch.exp(self.A_log.float())
-        ssm_state.mul_(torch.exp(delta[..., None] * A)).add_((delta * x.float())[..., None] * B.float()[:, None])
+        ssm_state.mul_(torch.exp(delta[..., None] * A))
+        ssm_state.add_((delta * x.float())[..., None] * B.float()[:, None])
         y = (ssm_state @ C.float()[..., None]).squeeze(-1) + self.D.float() * x.float()
         return self.out_proj((y.to(x.dtype) * F.silu(z)))
 
@@ -251,12 +266,13 @@ class MambaLM(nn.Module):
         residual = h + residual
         return self.backbone.norm_f(residual.to(self.backbone.norm_f.weight.dtype))
 
-    def forward(self, embeds: torch.Tensor, state: MambaState | None = None, last_only: bool = False,
-                lengths: torch.Tensor | None = None):
-        """embeds: (b, L, d_model). Returns logits (b, L or 1, vocab) and the state after the sequence.
+    def forward(self, embeds: torch.Tensor, state: MambaState | None = None,
+                last_only: bool = False, lengths: torch.Tensor | None = None):
+        """embeds: (b, L, d_model). Returns logits (b, L or 1, vocab) and the state after it.
 
-        `state` is read, never written: pass the same FrameState state to many prompts. `lengths` (b,)
-        reads a right-padded batch: each row's logits (b, 1, vocab) and state are at its own length.
+        `state` is read, never written: pass the same FrameState state to many prompts. `lengths`
+        (b,) reads a right-padded batch: each row's logits (b, 1, vocab) and state are at its own
+        length.
         """
         convs, ssms = [], []
         h, residual = embeds, None
@@ -277,8 +293,8 @@ class MambaLM(nn.Module):
     def step(self, ids: torch.Tensor, state: MambaState) -> torch.Tensor:
         """ids: (b,) next tokens. Advances `state` in place and returns logits (b, vocab).
 
-        On CUDA with mamba_ssm the residual add + RMSNorm of each layer is its fused kernel (fp32 add and
-        norm, as the release runs with fused_add_norm); elsewhere the blocks' own `_add_norm`."""
+        On CUDA with mamba_ssm the residual add + RMSNorm of each layer is its fused kernel (fp32
+        add and norm, as the release runs with fused_add_norm); elsewhere the blocks' `_add_norm`."""
         h, residual = self.embed(ids), None
         fused = kernels.available(h) and self.cfg.residual_in_fp32
         for i, layer in enumerate(self.backbone.layers):
@@ -295,11 +311,11 @@ class MambaLM(nn.Module):
 class StaticDecoder:
     """Decoding a batch of `batch` sequences on buffers allocated once.
 
-    Token ids go into `ids`, logits come out in `logits`, and the state in `state` is advanced in place,
-    so every step reads and writes the same memory. On CUDA the whole n_layer step is therefore
-    captured once as a CUDA graph and replayed (one launch per token instead of ~15 per layer, the
-    launch gaps that dominate batch-1 decoding); elsewhere the same step runs eagerly and gives exactly
-    what `MambaLM.step` gives. Not thread-safe: one decoder per concurrent caller.
+    Token ids go into `ids`, logits come out in `logits`, and the state in `state` is advanced in
+    place, so every step reads and writes the same memory. On CUDA the whole n_layer step is
+    therefore captured once as a CUDA graph and replayed (one launch per token instead of ~15 per
+    layer, the launch gaps that dominate batch-1 decoding); elsewhere the same step runs eagerly
+    and gives exactly what `MambaLM.step` gives. Not thread-safe: one decoder per caller.
     """
 
     def __init__(self, lm: MambaLM, batch: int, graph: bool | None = None):
