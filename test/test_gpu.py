@@ -129,3 +129,26 @@ def test_yes_no_batch_on_the_gpu_matches_the_cpu(tiny_model_dir):
     a = cpu.yes_no_batch([cpu.encode(image)] * 3, questions)
     b = gpu.yes_no_batch([gpu.encode(image)] * 3, questions)
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3
+
+
+@torch.inference_mode()
+def test_kernel_scan_continues_a_state_and_stops_at_each_length():
+    import torch.nn.functional as F
+
+    from cobra_ros.model.mamba import selective_scan
+
+    if kernels._ops() is None:
+        pytest.skip("needs mamba_ssm")
+    mixer = small_cuda_lm(9).backbone.layers[0].mixer
+    b, L = 3, 40
+    x, z = torch.randn(b, L, 128, device="cuda"), torch.randn(b, L, 128, device="cuda")
+    dt, B, C = mixer._ssm_inputs(x)
+    A = -torch.exp(mixer.A_log.float())
+    h0 = torch.randn(b, 128, 16, device="cuda")
+    lengths = torch.tensor([[40], [7], [23]], device="cuda")
+    mask = (torch.arange(L, device="cuda") < lengths).float()
+    y, h = kernels.scan(x, dt, mixer.dt_proj, A, B, C, mixer.D, z, mask, h0)
+    delta = F.softplus(mixer.dt_proj(dt).float()) * mask[..., None]
+    y_ref, h_ref = selective_scan(x, delta, A, B, C, mixer.D.float(), h0)
+    assert torch.allclose(y, y_ref * F.silu(z), atol=1e-3, rtol=1e-3)
+    assert torch.allclose(h, h_ref, atol=1e-3, rtol=1e-3)

@@ -1,15 +1,15 @@
 """The Mamba reference: parallel prefill, chunked scan, padded batches, single-step recurrence
 and the static decoder agree."""
 
+import pytest
 import torch
 
 from cobra_ros.model.config import MambaConfig
-import pytest
-
 from cobra_ros.model.mamba import (
     MambaLM,
     MambaState,
     StaticDecoder,
+    from_state,
     init_weights,
     prefill_scan,
     recurrent_scan,
@@ -168,3 +168,19 @@ def test_prefill_scan_rule_uses_the_loop_on_cpu_and_chunks_elsewhere():
         assert (
             prefill_scan(x.to("meta")) is recurrent_scan
         )  # training: the loop's smaller autograd graph
+
+
+def test_a_kept_state_adds_linearly_to_a_scan_from_zero():
+    """How the CUDA kernel, which always starts from zero, continues a frame's state."""
+    g = torch.Generator().manual_seed(8)
+    b, L, d, n = 2, 300, 5, 4  # longer than from_state's 256-token block
+    x, B, C = (torch.randn(b, L, k, generator=g) for k in (d, n, n))
+    A, D = -torch.rand(d, n, generator=g) * 4, torch.randn(d, generator=g)
+    h0 = torch.randn(b, d, n, generator=g)
+    delta = torch.rand(b, L, d, generator=g) * 0.1
+    y, h = recurrent_scan(x, delta, A, B, C, D, h0)
+    y0, h_zero = recurrent_scan(x, delta, A, B, C, D)
+    y_add, h_add = from_state(h0, delta, A, C)
+    assert torch.allclose(y0 + y_add, y, atol=1e-5)
+    assert torch.allclose(h_zero + h_add, h, atol=1e-5)
+    assert (y_add[:, -1].abs().max() > 1e-4) and (h_add.abs().max() > 1e-4)  # h0 still matters

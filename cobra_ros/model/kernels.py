@@ -40,19 +40,23 @@ def has_conv_update() -> bool:
     return _conv_update() is not None
 
 
-def scan(x, dt, dt_proj, A, B, C, D, z, mask=None):
-    """Fresh-sequence selective scan with the gate fused.
+def scan(x, dt, dt_proj, A, B, C, D, z, mask=None, h0=None):
+    """Selective scan with the gate fused. x, z: (b, L, d); dt: (b, L, r); B, C: (b, L, n).
 
-    x, z: (b, L, d); dt: (b, L, r); B, C: (b, L, n).
+    `mask` (b, L), 1 on real tokens, zeroes delta on right padding so each row's state stops at
+    its own length. The kernel always starts from a zero state; a given state h0 (b, d, n) is
+    added by linearity (`mamba.from_state`). With either, delta and its softplus are computed here
+    rather than in the kernel."""
+    from cobra_ros.model.mamba import from_state
 
-    `mask` (b, L), 1 on real tokens, zeroes delta on right padding so each row's state stops at its
-    own length; softplus is then applied here rather than in the kernel."""
     selective_scan_fn = _ops()[0]
     delta = dt @ dt_proj.weight.t()
     bias, softplus = dt_proj.bias.float(), True
-    if mask is not None:
-        delta = torch.nn.functional.softplus(delta.float() + bias) * mask[..., None]
-        bias, softplus = None, False
+    if mask is not None or h0 is not None:
+        delta = torch.nn.functional.softplus(delta.float() + bias)
+        if mask is not None:
+            delta = delta * mask[..., None]
+        delta, bias, softplus = delta.to(x.dtype), None, False  # the kernel's dtype rule
     y, last = selective_scan_fn(
         x.transpose(1, 2).contiguous(),
         delta.transpose(1, 2).contiguous(),
@@ -65,7 +69,12 @@ def scan(x, dt, dt_proj, A, B, C, D, z, mask=None):
         delta_softplus=softplus,
         return_last_state=True,
     )
-    return y.transpose(1, 2), last.float()
+    y, last = y.transpose(1, 2), last.float()
+    if h0 is not None:
+        y_add, h_add = from_state(h0, delta, A, C)
+        y = y + (y_add * torch.nn.functional.silu(z.float())).to(y.dtype)
+        last = last + h_add
+    return y, last
 
 
 def step(x, z, mixer, ssm_state):

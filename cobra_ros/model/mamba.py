@@ -3,7 +3,7 @@
 Two ways through a layer, which agree numerically:
   * prefill: a selective scan over a whole (optionally right-padded) batch of sequences,
     continuing a state or not; chunked-parallel or a loop, whichever is faster on the device
-    (`prefill_scan`);
+    (`prefill_scan`), or on CUDA mamba_ssm's kernel (`from_state` lets it continue a state);
   * step: the single-token recurrence used for decoding, in place on the state, so that
     `StaticDecoder` can capture a whole step as one CUDA graph.
 Module and parameter names follow the release (`backbone.layers.N.mixer.in_proj.weight`, ...), so the
@@ -110,14 +110,31 @@ def recurrent_scan(x, delta, A, B, C, D, h0=None):
     return torch.stack(ys, dim=1) + x * D, h
 
 
+def from_state(h0, delta, A, C, block: int = 256):
+    """What a starting state h0 (b, d, n) adds to a scan that started from zero.
+
+    The recurrence is linear in h, so the scan from h0 is the scan from zero plus h0 decayed:
+    y_t += C_t . (exp(sum_{s<=t} delta_s A) h0), and the final state gains exp(sum delta A) h0.
+    Lets a kernel that always starts from zero (mamba_ssm's selective scan) continue a kept frame
+    state. Blocks of `block` tokens keep memory flat in the sequence length. Returns (y_add
+    (b, L, d), h_add (b, d, n)), float32."""
+    h0, delta, C = h0.float(), delta.float(), C.float()
+    total = torch.zeros_like(h0)  # running sum of delta * A, (b, d, n)
+    ys = []
+    for start in range(0, delta.shape[1], block):
+        a = total[:, None] + torch.cumsum(delta[:, start:start + block, :, None] * A, dim=1)
+        ys.append(((torch.exp(a) * h0[:, None]) * C[:, start:start + block, None]).sum(-1))
+        total = a[:, -1]
+    return torch.cat(ys, dim=1), torch.exp(total) * h0
+
+
 def prefill_scan(x: torch.Tensor):
     """The reference scan a prefill uses, by device, as `cobra-bench` measures it.
 
     Training needs the loop (autograd through the chunked form moves ~3x the memory). In inference
     the loop also wins on CPU (at the `small` preset, 750 tokens, 2 threads, the chunked form is
     slower per layer: see docs/PERFORMANCE.md), while on a GPU one chunked launch per 16 tokens
-    beats a launch per token. On CUDA with mamba_ssm a fresh prefill uses its kernel instead
-    (`kernels.scan`).
+    beats a launch per token. On CUDA with mamba_ssm its kernel is used instead (`kernels.scan`).
     """
     if torch.is_grad_enabled() or x.device.type == "cpu":
         return recurrent_scan
@@ -192,8 +209,8 @@ class Mixer(nn.Module):
         dt, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         mask = None if lengths is None else _valid(lengths, x.shape[1])
-        if ssm_state is None and kernels.available(x):  # the CUDA scan cannot start from a state
-            y, new_ssm = kernels.scan(x, dt, self.dt_proj, A, B, C, self.D, z, mask)
+        if kernels.available(x):
+            y, new_ssm = kernels.scan(x, dt, self.dt_proj, A, B, C, self.D, z, mask, ssm_state)
         else:
             delta = F.softplus(self.dt_proj(dt).float())
             if mask is not None:
