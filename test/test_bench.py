@@ -64,3 +64,17 @@ def test_bench_figures_on_cpu(dry_run):
     assert (
         bf16["within_tolerance"] and bf16["max_abs_diff"] > 0
     )  # bf16 really ran, and stayed close
+
+
+def test_bench_draws_random_cobra_s_weights_on_the_device():
+    """build_model draws on the device (cobra-3b on the GPU); on the CPU it is random_cobra."""
+    import torch
+
+    from cobra_ros.bench import build_model
+    from cobra_ros.model.cobra import random_cobra
+    from cobra_ros.model.config import preset
+
+    ours = build_model("micro", 512, 3, "cpu", torch.float32).state_dict()
+    reference = random_cobra(preset("micro", vocab_size=512), 3).state_dict()
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[k], reference[k]) for k in ours)
