@@ -514,7 +514,7 @@ def plot(results: dict, path) -> None:
     bars.axvline(1.0, color="k", lw=0.8)
     bars.set_xscale("log")
     bars.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    bars.set_xlabel("ratio (| : the issue's H200 target where it sets one; green: met, or > 1)")
+    bars.set_xlabel("ratio (|: issue 21's H200 mark; green: mark met, or > 1)")
     bars.set_title("measured in the same run")
     fig.suptitle(f"cobra-bench, {results['config']['preset']}, {results['device']}")
     fig.tight_layout()
