@@ -1,5 +1,8 @@
 """Optional CUDA kernels from `mamba_ssm` (and `causal_conv1d`) for the prefill scan and decoding.
 
+The fused residual add + RMSNorm is the blocks' own `_add_norm` (the release's fp32 add and norm,
+fused on CUDA), which the decode step calls like the prefill.
+
 Used only when the tensors are on CUDA and `mamba_ssm` imports; the plain PyTorch reference in
 `mamba.py` is the specification they are tested against (test/test_gpu.py, skipped without CUDA).
 """
@@ -15,11 +18,10 @@ import torch
 def _ops():
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        from mamba_ssm.ops.triton.layer_norm import rms_norm_fn
         from mamba_ssm.ops.triton.selective_state_update import selective_state_update
     except ImportError:
         return None
-    return selective_scan_fn, selective_state_update, rms_norm_fn
+    return selective_scan_fn, selective_state_update
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,18 +104,3 @@ def step(x, z, mixer, ssm_state):
 def conv_step(x, conv_state, conv1d):
     """causal_conv1d's one-token update: shifts x into conv_state in place, returns silu(conv)."""
     return _conv_update()(x, conv_state, conv1d.weight[:, 0], conv1d.bias, "silu")
-
-
-def add_norm(h, residual, norm, prenorm: bool = True):
-    """mamba_ssm's fused residual add + RMSNorm, add and norm in fp32 (residual_in_fp32, as the
-    release's fused_add_norm). Returns (normed, fp32 residual), or only normed when not prenorm."""
-    rms_norm_fn = _ops()[2]
-    return rms_norm_fn(
-        h,
-        norm.weight,
-        None,
-        residual=residual,
-        prenorm=prenorm,
-        residual_in_fp32=True,
-        eps=norm.eps,
-    )

@@ -308,20 +308,11 @@ class MambaLM(nn.Module):
         return logits, MambaState(torch.stack(convs), torch.stack(ssms))
 
     def step(self, ids: torch.Tensor, state: MambaState) -> torch.Tensor:
-        """ids: (b,) next tokens. Advances `state` in place and returns logits (b, vocab).
-
-        On CUDA with mamba_ssm the residual add + RMSNorm of each layer is its fused kernel (fp32
-        add and norm, as the release runs with fused_add_norm); elsewhere the blocks' `_add_norm`."""
+        """ids: (b,) next tokens. Advances `state` in place and returns logits (b, vocab)."""
         h, residual = self.embed(ids), None
-        fused = kernels.available(h) and self.cfg.residual_in_fp32
         for i, layer in enumerate(self.backbone.layers):
-            if fused:
-                normed, residual = kernels.add_norm(h, residual, layer.norm)
-            else:
-                normed, residual = layer._add_norm(h, residual)
+            normed, residual = layer._add_norm(h, residual)
             h = layer.mixer.step(normed, state.conv[i], state.ssm[i])
-        if fused:
-            return self.lm_head(kernels.add_norm(h, residual, self.backbone.norm_f, prenorm=False))
         return self.lm_head(self._final(h, residual))
 
 
