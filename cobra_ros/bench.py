@@ -277,6 +277,8 @@ def bench_graph(engine: CobraEngine, cfg: BenchConfig) -> dict:
         decoder.step(ids)
         _, ms = _timed(lambda: [decoder.step(ids) for _ in range(128)], cfg.device)
         out["graph_tokens_per_s" if graph else "eager_tokens_per_s"] = 128 * 1000 / ms
+        if graph and decoder.graph_error:
+            out["capture_failed"] = decoder.graph_error
     out["speedup"] = out["graph_tokens_per_s"] / out["eager_tokens_per_s"]
     return out
 

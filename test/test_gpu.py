@@ -79,6 +79,7 @@ def test_cuda_graph_replay_gives_the_eager_static_tokens(batch):
             token = step.argmax(-1)
             out.append(token)
         tokens[graph] = (torch.stack(out), torch.stack(logits))
+        assert decoder.graph_error is None and (decoder._graph is not None) == graph
     assert torch.equal(tokens[False][0], tokens[True][0])
     assert torch.allclose(tokens[False][1], tokens[True][1], atol=1e-5, rtol=1e-5)
 

@@ -93,6 +93,7 @@ def report(results: dict) -> str:
         lambda g: (
             f"graph {g['graph_tokens_per_s']:.1f} tok/s, eager "
             f"{g['eager_tokens_per_s']:.1f} tok/s ({g['speedup']:.2f}x)"
+            + (f"; CAPTURE FAILED: {g['capture_failed']}" if "capture_failed" in g else "")
         ),
     )
     section(

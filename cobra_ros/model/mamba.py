@@ -13,6 +13,7 @@ the scan and the step use its kernels (see `kernels.py`).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -333,6 +334,7 @@ class StaticDecoder:
         self.ids = torch.zeros(batch, dtype=torch.long, device=weight.device)
         self.logits = torch.zeros(batch, lm.cfg.padded_vocab_size, device=weight.device)
         self.use_graph = weight.is_cuda if graph is None else graph
+        self.graph_error: str | None = None  # why capture failed, if it did (then it runs eagerly)
         self._graph = None
 
     @property
@@ -346,12 +348,12 @@ class StaticDecoder:
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Feed ids (batch,); returns the logits buffer (float32, overwritten by the next step)."""
         self.ids.copy_(ids)
-        if not self.use_graph:
-            self._forward()
-        else:
-            if self._graph is None:
-                self._capture()
+        if self.use_graph and self._graph is None:
+            self._capture()
+        if self._graph is not None:
             self._graph.replay()
+        else:
+            self._forward()
         return self.logits
 
     def _forward(self) -> None:
@@ -359,7 +361,8 @@ class StaticDecoder:
 
     def _capture(self) -> None:
         """Warm up on a side stream (Triton compiles its kernels there), then record one step; the
-        warm-ups advanced the state, so it is put back."""
+        warm-ups advanced the state, so it is put back. A kernel that cannot be captured leaves
+        the decoder eager (same results, slower) with the reason in `graph_error`."""
         saved = self.state.clone()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -368,10 +371,14 @@ class StaticDecoder:
                 self._forward()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._forward()
+        try:
+            with torch.cuda.graph(graph):
+                self._forward()
+            self._graph = graph
+        except RuntimeError as e:
+            self.use_graph, self.graph_error = False, f"{type(e).__name__}: {e}"
+            warnings.warn(f"decoding without a CUDA graph: {self.graph_error}", stacklevel=3)
         self.state.copy_(saved)
-        self._graph = graph
 
 
 def _log_uniform(n: int, low: float, high: float, generator) -> torch.Tensor:
