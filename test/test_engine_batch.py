@@ -38,6 +38,19 @@ def test_yes_no_batch_on_one_frame_equals_each_question_alone(tiny_engine, rgb):
     assert max(alone) - min(alone) > 1e-4  # the questions differ, so a mixed-up row would show
 
 
+def test_single_questions_through_the_static_prefill_equal_each_question_alone(tiny_engine, rgb):
+    """The GPU's captured single-question prefill (padded to 32 or 64 tokens), run eagerly here."""
+    frame = tiny_engine.encode(rgb(7))
+    tiny_engine.prefill_graphs = True
+    try:
+        static = [tiny_engine.yes_no(frame, q) for q in QUESTIONS]
+    finally:
+        tiny_engine.prefill_graphs = False
+    alone = [reference_p_yes(tiny_engine, frame, q) for q in QUESTIONS]
+    assert max(abs(a - b) for a, b in zip(static, alone)) < 1e-5
+    assert {key for key in tiny_engine._prefills.free} == {(1, 32), (1, 64)}  # both buckets ran
+
+
 def test_yes_no_batch_keeps_each_question_on_its_own_frame(tiny_engine, rgb):
     frames = [tiny_engine.encode(rgb(s)) for s in (4, 5)]
     pairs = [(frames[i % 2], q) for i, q in enumerate(QUESTIONS)]

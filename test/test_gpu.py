@@ -135,3 +135,22 @@ def test_kernel_scan_continues_a_state_and_stops_at_each_length():
     y_ref, h_ref = selective_scan(x, delta, A, B, C, mixer.D.float(), h0)
     assert torch.allclose(y, y_ref * F.silu(z), atol=1e-3, rtol=1e-3)
     assert torch.allclose(h, h_ref, atol=1e-3, rtol=1e-3)
+
+
+@torch.inference_mode()
+def test_captured_prefill_gives_the_eager_logits_and_state():
+    from cobra_ros.model.mamba import StaticPrefill
+
+    lm = small_cuda_lm(11)
+    _, start = lm(lm.embed(torch.randint(0, 101, (1, 20), device="cuda")))
+    out = {}
+    for graph in (False, True):
+        prefill = StaticPrefill(lm, 1, 32, graph=graph)
+        for L in (7, 19):  # two questions through the same graph
+            ids = torch.arange(L, device="cuda")[None] % 101
+            logits, after = prefill.run(ids, torch.tensor([L], device="cuda"), start)
+            out[graph, L] = (logits.clone(), after.ssm.clone())
+        assert prefill.graph_error is None and (prefill._graph is not None) == graph
+    for L in (7, 19):
+        assert torch.allclose(out[False, L][0], out[True, L][0], atol=1e-5, rtol=1e-5)
+        assert torch.allclose(out[False, L][1], out[True, L][1], atol=1e-5, rtol=1e-5)

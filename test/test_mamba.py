@@ -9,6 +9,7 @@ from cobra_ros.model.mamba import (
     MambaLM,
     MambaState,
     StaticDecoder,
+    StaticPrefill,
     from_state,
     init_weights,
     prefill_scan,
@@ -184,3 +185,21 @@ def test_a_kept_state_adds_linearly_to_a_scan_from_zero():
     assert torch.allclose(y0 + y_add, y, atol=1e-5)
     assert torch.allclose(h_zero + h_add, h, atol=1e-5)
     assert (y_add[:, -1].abs().max() > 1e-4) and (h_add.abs().max() > 1e-4)  # h0 still matters
+
+
+@torch.no_grad()
+def test_static_prefill_pads_to_its_length_and_gives_each_prompt_s_logits_and_state():
+    lm = small_lm(6)
+    g = torch.Generator().manual_seed(6)
+    _, start = lm(lm.embed(torch.randint(0, 97, (2, 9), generator=g)))
+    ids = torch.randint(0, 97, (2, 13), generator=g)
+    lengths = torch.tensor([13, 5])
+    prefill = StaticPrefill(lm, 2, 32)
+    for _ in range(2):  # the second run overwrites the first's buffers in place
+        logits, after = prefill.run(ids, lengths, start)
+    for i, L in enumerate(lengths.tolist()):
+        alone, alone_state = lm(lm.embed(ids[i:i + 1, :L]), start.select(slice(i, i + 1)),
+                                last_only=True)
+        assert (logits[i] - alone[0, -1]).abs().max() < 1e-5
+        assert (after.ssm[:, i] - alone_state.ssm[:, 0]).abs().max() < 1e-5
+        assert (after.conv[:, i] - alone_state.conv[:, 0]).abs().max() < 1e-5

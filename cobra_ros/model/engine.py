@@ -6,6 +6,7 @@ once (vision + projector + prefill); `ask` and `yes_no` fork it and pay only for
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import torch
 
 from cobra_ros.model.checkpoint import load_model_dir
 from cobra_ros.model.cobra import Cobra
-from cobra_ros.model.mamba import MambaState, StaticDecoder
+from cobra_ros.model.mamba import MambaState, StaticDecoder, StaticPrefill
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT, ChatTokenizer
 from cobra_ros.model.vision import as_rgb_array
 
@@ -96,37 +97,44 @@ class _Stream:
             self.on_token(piece, len(self.ids))
 
 
-class _DecoderPool:
-    """Static decoders kept between calls, by batch size, each used by one caller at a time.
+class _StaticPool:
+    """Static decoders or prefills kept between calls, by shape, each used by one caller at a time.
 
-    On CUDA a decoder's first step captures its CUDA graph (batches up to GRAPH_MAX_BATCH; larger
-    ones, rare, run the same step eagerly rather than keep a graph and state per size)."""
+    On CUDA each one captures its CUDA graph on first use, so only a few shapes are kept: the
+    `keep` ones. Other shapes (rare) get a fresh object that runs eagerly and is dropped."""
 
-    GRAPH_MAX_BATCH = 8
-
-    def __init__(self, lm):
-        self.lm, self.free, self.lock = lm, {}, threading.Lock()
+    def __init__(self, make: Callable, keep: Callable[[tuple], bool]):
+        self.make, self.keep, self.free, self.lock = make, keep, {}, threading.Lock()
 
     @contextlib.contextmanager
-    def borrow(self, batch: int):
+    def borrow(self, *shape):
+        keep = self.keep(shape)
         with self.lock:
-            decoder = self.free[batch].pop() if self.free.get(batch) else None
-        if decoder is None:
-            graph = None if batch <= self.GRAPH_MAX_BATCH else False
-            decoder = StaticDecoder(self.lm, batch, graph=graph)
+            item = self.free[shape].pop() if self.free.get(shape) else None
+        if item is None:
+            item = self.make(*shape, graph=None if keep else False)
         try:
-            yield decoder
+            yield item
         finally:
-            if batch <= self.GRAPH_MAX_BATCH:
+            if keep:
                 with self.lock:
-                    self.free.setdefault(batch, []).append(decoder)
+                    self.free.setdefault(shape, []).append(item)
+
+
+GRAPH_MAX_BATCH = 8  # decoders of 1 to 8 sequences are captured (one graph each)
+PREFILL_BUCKET, PREFILL_GRAPH_MAX = 32, 64  # single-question prefills: padded to 32 or 64 tokens
 
 
 class CobraEngine:
     def __init__(self, model: Cobra, tokenizer: ChatTokenizer, name: str = ""):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.name = name or model.cfg.model_id
-        self._decoders = _DecoderPool(self.model.llm)
+        lm = self.model.llm
+        self._decoders = _StaticPool(functools.partial(StaticDecoder, lm),
+                                     lambda shape: shape[0] <= GRAPH_MAX_BATCH)
+        self._prefills = _StaticPool(functools.partial(StaticPrefill, lm), lambda shape: True)
+        # one question on a kept frame (yes/no) is launch-bound on a GPU: its prefill is captured
+        self.prefill_graphs = self.device.type == "cuda"
 
     @classmethod
     def load(cls, path: str | Path, device="cpu", dtype=None) -> "CobraEngine":
@@ -178,6 +186,11 @@ class CobraEngine:
         for i, p in enumerate(prompts):
             ids[i, :len(p)] = torch.tensor(p, device=self.device)
         state = MambaState.cat([f.state for f in frames])
+        if self.prefill_graphs and len(prompts) == 1 and ids.shape[1] <= PREFILL_GRAPH_MAX:
+            bucket = -(-ids.shape[1] // PREFILL_BUCKET) * PREFILL_BUCKET
+            with self._prefills.borrow(1, bucket) as prefill:
+                logits, after = prefill.run(ids, lengths, state)
+                return logits.clone(), after.clone()
         logits, state = self.model.llm(self.model.llm.embed(ids), state, lengths=lengths)
         return logits[:, -1].float(), state
 
