@@ -149,7 +149,7 @@ def _valid(lengths: torch.Tensor, L: int) -> torch.Tensor:
 
 def _window_at(xt: torch.Tensor, lengths: torch.Tensor, d_conv: int) -> torch.Tensor:
     """The last d_conv conv inputs of each row at its own length (xt: the window-padded inputs)."""
-    idx = (lengths[:, None] - 1 + torch.arange(d_conv, device=xt.device)).to(xt.device)
+    idx = lengths[:, None] - 1 + torch.arange(d_conv, device=xt.device)
     return xt.gather(-1, idx[:, None, :].expand(-1, xt.shape[1], -1))
 
 
