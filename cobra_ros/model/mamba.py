@@ -369,10 +369,10 @@ class StaticDecoder:
 class StaticPrefill:
     """One right-padded prefill shape, (batch, length), on buffers allocated once.
 
-    Prompt ids, their lengths and the starting states go in; next-token logits and the state after
-    each prompt come out. On CUDA the whole prefill is captured as one CUDA graph: a yes/no question
-    on a kept frame is otherwise ~30 kernel launches per layer for a few dozen tokens. Shorter
-    prompts are right-padded to `length`, which `lengths` makes exact. Not thread-safe.
+    Prompt ids, their lengths and the starting states go in; next-token logits and the state
+    after each prompt come out. On CUDA the whole prefill is captured as one CUDA graph: a yes/no
+    question on a kept frame is otherwise ~30 kernel launches per layer for a few dozen tokens.
+    Shorter prompts are right-padded to `length`, which `lengths` makes exact. Not thread-safe.
     """
 
     def __init__(self, lm: MambaLM, batch: int, length: int, graph: bool | None = None):
