@@ -7,6 +7,9 @@ the model's llm_max_length, and `yes_no` scores as the release's evaluation does
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +20,7 @@ import torch
 
 from cobra_ros.model.checkpoint import load_model_dir
 from cobra_ros.model.cobra import Cobra
-from cobra_ros.model.mamba import MambaState
+from cobra_ros.model.mamba import MambaState, StaticDecoder, StaticPrefill
 from cobra_ros.model.scoring import get_scoring
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT, ChatTokenizer
 from cobra_ros.model.vision import as_rgb_array
@@ -97,10 +100,44 @@ class _Stream:
             self.on_token(piece, len(self.ids))
 
 
+class _StaticPool:
+    """Static decoders or prefills kept between calls, by shape, each used by one caller at a time.
+
+    On CUDA each one captures its CUDA graph on first use, so only a few shapes are kept: the
+    `keep` ones. Other shapes (rare) get a fresh object that runs eagerly and is dropped."""
+
+    def __init__(self, make: Callable, keep: Callable[[tuple], bool]):
+        self.make, self.keep, self.free, self.lock = make, keep, {}, threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self, *shape):
+        keep = self.keep(shape)
+        with self.lock:
+            item = self.free[shape].pop() if self.free.get(shape) else None
+        if item is None:
+            item = self.make(*shape, graph=None if keep else False)
+        try:
+            yield item
+        finally:
+            if keep:
+                with self.lock:
+                    self.free.setdefault(shape, []).append(item)
+
+
+GRAPH_MAX_BATCH = 8  # decoders of 1 to 8 sequences are captured (one graph each)
+PREFILL_BUCKET, PREFILL_GRAPH_MAX = 32, 64  # single-question prefills: padded to 32 or 64 tokens
+
+
 class CobraEngine:
     def __init__(self, model: Cobra, tokenizer: ChatTokenizer, name: str = ""):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.name = name or model.cfg.model_id
+        lm = self.model.llm
+        self._decoders = _StaticPool(functools.partial(StaticDecoder, lm),
+                                     lambda shape: shape[0] <= GRAPH_MAX_BATCH)
+        self._prefills = _StaticPool(functools.partial(StaticPrefill, lm), lambda shape: True)
+        # one question on a kept frame (yes/no) is launch-bound on a GPU: its prefill is captured
+        self.prefill_graphs = self.device.type == "cuda"
 
     @classmethod
     def load(cls, path: str | Path, device="cpu", dtype=None) -> "CobraEngine":
@@ -140,27 +177,60 @@ class CobraEngine:
         return logits[:, -1].float(), state
 
     @torch.inference_mode()
+    def _prefill_batch(self, frames: Sequence[FrameState], questions: Sequence[str]):
+        """Prefill every question on its frame's state as one right-padded batch.
+
+        Left padding would run pad tokens through the recurrence before the question and change
+        its state; right padding with `lengths` stops each row at its own last token (see
+        `Mixer.forward`). Returns float32 next-token logits (n, vocab) and the state (batch n)
+        after each question."""
+        max_length = self.model.cfg.llm_max_length
+        prompts = [self.tokenizer.prompt_ids(q, max_length) for q in questions]
+        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
+        ids = torch.full((len(prompts), int(lengths.max())), self.tokenizer.eos_id,
+                         device=self.device)
+        for i, p in enumerate(prompts):
+            ids[i, :len(p)] = torch.tensor(p, device=self.device)
+        state = MambaState.cat([f.state for f in frames])
+        if self.prefill_graphs and len(prompts) == 1 and ids.shape[1] <= PREFILL_GRAPH_MAX:
+            bucket = -(-ids.shape[1] // PREFILL_BUCKET) * PREFILL_BUCKET
+            with self._prefills.borrow(1, bucket) as prefill:
+                logits, after = prefill.run(ids, lengths, state)
+                return logits.clone(), after.clone()
+        logits, state = self.model.llm(self.model.llm.embed(ids), state, lengths=lengths)
+        return logits[:, -1].float(), state
+
+    @torch.inference_mode()
     def yes_no_batch(self, frames: Sequence[FrameState], questions: Sequence[str],
-                     scoring: str = "plain") -> list[float]:
+                     scoring: str = "plain", max_batch: int = 32) -> list[float]:
         """P(yes) per (frame, question), from the next-token distribution renormalised over the two
-        answer words of `scoring` ("plain" and "pope": Yes/No; "vsr": True/False, P(True))."""
+        answer words of `scoring` ("plain" and "pope": Yes/No; "vsr": True/False, P(True)).
+
+        Up to `max_batch` questions are prefilled together as one padded batch (they may share one
+        FrameState: the worker coalesces questions waiting on the same frame)."""
+        if len(frames) != len(questions):
+            raise ValueError(f"{len(frames)} frames but {len(questions)} questions")
         rule = get_scoring(scoring)
         positive, negative = self.tokenizer.answer_pair(rule.answers)
+        texts = [rule.prompt(q) for q in questions]
         probs = []
-        for frame, question in zip(frames, questions, strict=True):
-            logits, _ = self._prefill(frame, rule.prompt(question))
-            pair = torch.softmax(logits[0], -1)[[positive, negative]]
-            probs.append(float(pair[0] / pair.sum()))
+        for start in range(0, len(questions), max_batch):
+            chunk = slice(start, start + max_batch)
+            logits, _ = self._prefill_batch(frames[chunk], texts[chunk])
+            pair = torch.softmax(logits, -1)[:, [positive, negative]]
+            probs.extend((pair[:, 0] / pair.sum(-1)).tolist())
         return probs
 
     def yes_no(self, frame: FrameState, question: str, scoring: str = "plain") -> float:
         return self.yes_no_batch([frame], [question], scoring=scoring)[0]
 
     @torch.inference_mode()
-    def ask_batch(self, frames: Sequence[FrameState], questions: Sequence[str], max_new_tokens: int = 64,
-                  on_token: Sequence[TokenCallback | None] | None = None, cancel: Callable[[], bool] | None = None,
-                  temperature: float = 0.0, seed: int | None = None, stop_at_eos: bool = True) -> list[Answer]:
-        """Answer each question about its frame, decoding all of them together, greedy unless temperature > 0.
+    def ask_batch(self, frames: Sequence[FrameState], questions: Sequence[str],
+                  max_new_tokens: int = 64, on_token: Sequence[TokenCallback | None] | None = None,
+                  cancel: Callable[[], bool] | None = None, temperature: float = 0.0,
+                  seed: int | None = None, stop_at_eos: bool = True) -> list[Answer]:
+        """Answer each question about its frame, decoding all of them together (one padded
+        prefill, then one static batch decoder), greedy unless temperature > 0.
 
         `stop_at_eos=False` always generates max_new_tokens (benchmarks)."""
         n = len(frames)
@@ -170,33 +240,35 @@ class CobraEngine:
             raise ValueError("max_new_tokens must be at least 1")
         callbacks = list(on_token) if on_token is not None else [None] * n
         t0 = time.perf_counter()
-        prefilled = [self._prefill(f, q) for f, q in zip(frames, questions)]
-        logits = torch.cat([p[0] for p in prefilled])
-        state = MambaState.cat([p[1] for p in prefilled])
-        prefill_ms = _ms_since(t0, self.device)
-        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
-        streams = [_Stream(self.tokenizer, cb) for cb in callbacks]
-        finish = [None] * n
-        t1 = time.perf_counter()
-        for step in range(max_new_tokens):
-            if cancel is not None and cancel():
-                finish = [f or "cancelled" for f in finish]
-                break
-            tokens = self._pick(logits, temperature, generator)
-            for i, token in enumerate(tokens.tolist()):
-                if finish[i] is None:
-                    if token == self.tokenizer.eos_id and stop_at_eos:
-                        finish[i] = "eos"
-                    else:
-                        streams[i].push(token)
-            if all(finish) or step == max_new_tokens - 1:
-                break
-            logits = self.model.llm.step(tokens, state).float()
-        decode_ms = _ms_since(t1, self.device)
+        logits, state = self._prefill_batch(frames, questions)
+        with self._decoders.borrow(n) as decoder:
+            decoder.load(state)
+            prefill_ms = _ms_since(t0, self.device)
+            generator = None
+            if seed is not None:
+                generator = torch.Generator(self.device).manual_seed(seed)
+            streams = [_Stream(self.tokenizer, cb) for cb in callbacks]
+            finish = [None] * n
+            t1 = time.perf_counter()
+            for step in range(max_new_tokens):
+                if cancel is not None and cancel():
+                    finish = [f or "cancelled" for f in finish]
+                    break
+                tokens = self._pick(logits, temperature, generator)
+                for i, token in enumerate(tokens.tolist()):
+                    if finish[i] is None:
+                        if token == self.tokenizer.eos_id and stop_at_eos:
+                            finish[i] = "eos"
+                        else:
+                            streams[i].push(token)
+                if all(finish) or step == max_new_tokens - 1:
+                    break
+                logits = decoder.step(tokens)
+            decode_ms = _ms_since(t1, self.device)
         for stream in streams:
             stream.flush()
-        return [Answer(self.tokenizer.decode(s.ids).strip(), s.ids, 0.0, prefill_ms / n, decode_ms, f or "length")
-                for s, f in zip(streams, finish)]
+        return [Answer(self.tokenizer.decode(s.ids).strip(), s.ids, 0.0, prefill_ms / n, decode_ms,
+                       f or "length") for s, f in zip(streams, finish)]
 
     @staticmethod
     def _pick(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
