@@ -34,7 +34,7 @@ STAMPS = itertools.count(1000)
 
 # These tests time a live node on 2 shared cores (best-effort frames, a slow model, feedback racing the
 # result); a run that loses that race is repeated, never relaxed.
-pytestmark = pytest.mark.flaky(reruns=2)
+
 
 
 def frame(seed, h=96, w=128):

@@ -12,67 +12,64 @@ timing (10 Hz for episodes) from the time playback started, whatever the pace:
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
 
 import cv2
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from cobra_ros.langtable.replay import CONTROL_RATE_HZ, SyntheticSource, iter_frames, source_kind
 from cobra_ros.langtable.world import DEFAULT_SIZE
+from cobra_ros.ros import params
 from cobra_ros.ros.image_conversion import to_image_msg
+from cobra_ros.ros.params import Spec
 
 RATE_MODES = ("recorded", "fixed", "fast")
-TRANSPORTS = ("raw", "compressed")
+BIG = 1_000_000_000
 
-
-def _descriptor(description, low=None, high=None, choices=None):
-    desc = ParameterDescriptor(description=description, read_only=True)
-    if isinstance(low, float):
-        desc.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
-    elif low is not None:
-        desc.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
-    if choices:
-        desc.additional_constraints = "one of: " + ", ".join(choices)
-    return desc
-
-
-PARAMETERS = {
-    "source": ("synthetic", _descriptor("'synthetic', an RLDS version dir (Language-Table TFRecords) or a ROS 2 bag")),
-    "seed": (0, _descriptor("synthetic: world seed", 0, 2**31 - 1)),
-    "episodes": (10, _descriptor("synthetic: number of episodes", 1, 1_000_000)),
-    "width": (DEFAULT_SIZE[0], _descriptor("synthetic: image width", 16, 4096)),
-    "height": (DEFAULT_SIZE[1], _descriptor("synthetic: image height", 16, 4096)),
-    "split": ("train", _descriptor("rlds: split")),
-    "bag_topic": ("", _descriptor("bag: image topic to replay; empty = the bag's only image topic")),
-    "start_episode": (0, _descriptor("first episode to play", 0, 1_000_000_000)),
-    "max_episodes": (0, _descriptor("episodes to play; 0 = all", 0, 1_000_000_000)),
-    "max_frames": (0, _descriptor("stop after this many frames per pass; 0 = all", 0, 1_000_000_000)),
-    "rate_mode": ("recorded", _descriptor("recorded (x speed), fixed (rate_hz) or fast", choices=RATE_MODES)),
-    "speed": (1.0, _descriptor("recorded: playback speed factor", 0.01, 100.0)),
-    "rate_hz": (CONTROL_RATE_HZ, _descriptor("fixed: frames per second", 0.1, 1000.0)),
-    "loop": (False, _descriptor("start again after the last frame")),
-    "wait_for_subscribers": (0, _descriptor("wait until the image topic has this many subscribers", 0, 1000)),
-    "frame_id": ("camera_optical_frame", _descriptor("header frame_id of the images")),
-    "transport": ("raw", _descriptor("raw: Image on image; compressed: JPEG CompressedImage on image/compressed",
-                                     choices=TRANSPORTS)),
-}
+# Read once at start-up, so every one is read-only.
+SPECS = {name: Spec(*args, read_only=True, **kwargs) for name, args, kwargs in [
+    ("source", ("synthetic", "'synthetic', an RLDS version dir (Language-Table TFRecords) or a "
+                             "ROS 2 bag"), {}),
+    ("seed", (0, "synthetic: world seed", (0, 2**31 - 1)), {}),
+    ("episodes", (10, "synthetic: number of episodes", (1, 1_000_000)), {}),
+    ("width", (DEFAULT_SIZE[0], "synthetic: image width", (16, 4096)), {}),
+    ("height", (DEFAULT_SIZE[1], "synthetic: image height", (16, 4096)), {}),
+    ("split", ("train", "rlds: split"), {}),
+    ("bag_topic", ("", "bag: image topic to replay; empty = the bag's only image topic"), {}),
+    ("start_episode", (0, "first episode to play", (0, BIG)), {}),
+    ("max_episodes", (0, "episodes to play; 0 = all", (0, BIG)), {}),
+    ("max_frames", (0, "stop after this many frames per pass; 0 = all", (0, BIG)), {}),
+    ("rate_mode", ("recorded", "recorded (x speed), fixed (rate_hz) or fast"),
+     {"choices": RATE_MODES}),
+    ("speed", (1.0, "recorded: playback speed factor", (0.01, 100.0)), {}),
+    ("rate_hz", (CONTROL_RATE_HZ, "fixed: frames per second", (0.1, 1000.0)), {}),
+    ("loop", (False, "start again after the last frame"), {}),
+    ("wait_for_subscribers", (0, "wait until the image topic has this many subscribers",
+                              (0, 1000)), {}),
+    ("frame_id", ("camera_optical_frame", "header frame_id of the images"), {}),
+    ("transport", ("raw", "raw: Image on image; compressed: JPEG CompressedImage on "
+                          "image/compressed"), {"choices": params.TRANSPORTS}),
+]}
 
 
 class ReplayNode(Node):
     def __init__(self, **kwargs):
         super().__init__("langtable_replay", **kwargs)
-        self.declare_parameters("", [(name, default, desc) for name, (default, desc) in PARAMETERS.items()])
-        self.p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self._check()
+        params.declare(self, SPECS)
+        self.p = params.values(self, SPECS)
+        problems = params.problems(self.p, SPECS)
+        if problems:
+            raise ValueError("; ".join(problems))
         self.source = self._source()
         if self.p["transport"] == "compressed":
             self._images = self.create_publisher(CompressedImage, "image/compressed", 10)
@@ -83,11 +80,6 @@ class ReplayNode(Node):
         self.published = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="replay", daemon=True)
-
-    def _check(self) -> None:
-        for name, choices in (("rate_mode", RATE_MODES), ("transport", TRANSPORTS)):
-            if self.p[name] not in choices:
-                raise ValueError(f"{name} {self.p[name]!r} is not one of {', '.join(choices)}")
 
     def _source(self):
         if self.p["source"] == "synthetic":
@@ -157,21 +149,24 @@ class ReplayNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    # No rclpy signal handlers: they would shut the context down at once, while the playing thread
+    # still logs; on SIGINT/SIGTERM the thread stops first and the context goes last.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = ReplayNode()
     except Exception as err:  # bad parameters or source: say why
         print(f"[langtable_replay] cannot start: {type(err).__name__}: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     node.start()
     try:
-        while rclpy.ok() and node.playing:
+        while node.playing and not stop.is_set():
             executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     finally:
         node.stop()
         executor.shutdown()
