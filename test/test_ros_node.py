@@ -278,23 +278,43 @@ def after_reason(msg):
     return str(refused.value)
 
 
+def counts(cobra, newer_than):
+    """Camera "image" counts and the model's job counts, from one diagnostics report."""
+    camera = {kv.key: kv.value for kv in cobra.status("camera image", newer_than).values}
+    model = {kv.key: kv.value for kv in cobra.status(": model", newer_than).values}
+    keys = ("received", "rejected", "dropped", "taken", "waiting", "lost", "encoded", "failed")
+    found = {k: int(camera[k]) for k in keys}
+    found["jobs"] = int(model["jobs_done"]) + int(model["jobs_failed"])
+    return found
+
+
 def _send_bad_frames_and_check_they_are_refused(cobra, messages, topic, last_good, expect):
     good_msg, good_rgb = last_good
     start = time.monotonic()
-    before = cobra.camera_counts(newer_than=start)
+    before = counts(cobra, newer_than=start)
     for msg in messages:
         cobra.publish(msg, topic)
-        time.sleep(0.02)  # pacing only: best-effort delivery of a burst could lose some
+    # Best effort: a frame DDS overwrote while the executor was busy shows as a sequence gap once
+    # a later one from this publisher arrives, so the last one is sent until all are counted.
+    copies = 0
 
     def all_counted():
-        counts = cobra.camera_counts(newer_than=time.monotonic() - 0.5)
-        return counts if counts["rejected"] >= before["rejected"] + len(messages) else None
+        nonlocal copies
+        cobra.publish(messages[-1], topic)
+        copies += 1
+        now = counts(cobra, newer_than=time.monotonic())
+        seen = now["received"] + now["lost"] - before["received"] - before["lost"]
+        return now if seen >= len(messages) + copies - 1 else None
 
-    after = cobra.wait_for(all_counted, 30, "the bad frames to be counted", poll=0.2)
-    assert after["rejected"] == before["rejected"] + len(messages)
-    assert after["received"] == sum(after[k] for k in ("rejected", "dropped", "encoded", "failed", "waiting"))
+    after = cobra.wait_for(all_counted, 60, "the bad frames to be counted", poll=0.0)
+    rejected, lost = after["rejected"] - before["rejected"], after["lost"] - before["lost"]
+    assert after["received"] - before["received"] == rejected >= copies  # every one refused
+    # (+1: a copy of an earlier test's frame, revealed as a gap by the first of these)
+    assert len(messages) + copies - 1 <= rejected + lost <= len(messages) + copies + 1
+    assert after["received"] == sum(after[k] for k in ("rejected", "dropped", "taken", "waiting"))
     status = cobra.status("camera image", newer_than=start)
-    assert status.level == DiagnosticStatus.WARN and status.message.endswith(after_reason(messages[-1]))
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message.endswith(after_reason(messages[-1]))
     # the node keeps answering about the last good frame
     reply = cobra.yes_no(FRAME_QUESTION)
     assert stamp(reply.image_stamp) == stamp(good_msg.header)
@@ -367,20 +387,23 @@ def test_hostile_questions_get_clear_errors_or_plain_text_treatment(cobra, expec
 
 
 def test_a_fast_camera_and_a_slow_model_build_no_backlog(cobra):
-    """30 Hz frames while every description takes TOKEN_LIMIT tokens: frames are dropped, answers stay fresh."""
+    """30 Hz frames while every description takes TOKEN_LIMIT tokens: the model takes one frame
+    per job and the others are dropped, never queued; every frame sent is accounted for.
+
+    Nothing here depends on how fast this machine is: a starved executor may let DDS overwrite
+    frames before the node sees them, and the node counts those as lost (sequence gaps)."""
     (result,) = cobra.set_parameters(max_new_tokens=TOKEN_LIMIT)
     assert result.successful
     try:
         start = time.monotonic()
-        before = cobra.camera_counts(newer_than=start)
+        before = counts(cobra, newer_than=start)
         stop, sent = threading.Event(), []
         rgb = frame(11)
 
         def camera():
             while not stop.is_set():
                 now = time.time()
-                msg = to_image_msg(rgb, CobraClient.header(int(now), int(now % 1 * 1e9)))
-                cobra.publish(msg)
+                cobra.publish(to_image_msg(rgb, CobraClient.header(int(now), int(now % 1 * 1e9))))
                 sent.append(now)
                 stop.wait(1 / 30)
 
@@ -389,37 +412,50 @@ def test_a_fast_camera_and_a_slow_model_build_no_backlog(cobra):
         replies = []
         try:
             while time.monotonic() - start < 6.0:
-                t0 = time.time()
-                reply = cobra.yes_no("Is the red moon left of the blue cube?")
-                replies.append((t0, time.time(), reply))
+                replies.append(cobra.yes_no("Is the red moon left of the blue cube?"))
                 stop.wait(0.2)
         finally:
             stop.set()
             thread.join()
+        # The newest frame wins: a last frame, sent (same publisher) until the node answers about
+        # it, ends the stream; every frame before it was received or shows as a sequence gap.
+        last = image(frame(12))
+        copies = 0
+
+        def answered_about_last():
+            nonlocal copies
+            cobra.publish(last)
+            copies += 1
+            return stamp(cobra.yes_no(FRAME_QUESTION).image_stamp) == stamp(last.header)
+
+        cobra.wait_for(answered_about_last, 60, "an answer about the last frame", poll=0.05)
+        after = counts(cobra, newer_than=time.monotonic())
         with cobra._lock:
             described = [d for d in cobra.descriptions if d.header.stamp.sec >= int(sent[0])]
-        after = cobra.camera_counts(newer_than=time.monotonic())
 
-        assert all(r.success for _, _, r in replies), [r.message for _, _, r in replies if not r.success]
-        # the answered frame was at most a moment old when the request arrived: no queue of old frames
-        for asked, answered, reply in replies:
-            frame_time = reply.image_stamp.sec + reply.image_stamp.nanosec / 1e9
-            assert frame_time >= asked - 0.5, f"answer about a frame {asked - frame_time:.2f} s older than the request"
-        latencies = [answered - asked for asked, answered, _ in replies]
-        third = max(1, len(latencies) // 3)
-        assert described and max(d.num_tokens for d in described) == TOKEN_LIMIT  # the model really was slow
-        # No queue: a late request waits at most for the description in progress (as long as the slowest one
-        # took, counted twice for scheduling), never for a backlog of them.
-        slowest_s = max(d.encode_ms + d.prefill_ms + d.decode_ms for d in described) / 1000
-        assert statistics.median(latencies[-third:]) <= 2 * slowest_s + 0.5, (latencies, slowest_s)
-        received = after["received"] - before["received"]
-        dropped = after["dropped"] - before["dropped"]
-        lost = after["lost"] - before["lost"]
-        # Best effort: when the model thread starves the executor DDS may overwrite frames before delivery;
-        # the node must still account for every frame (received, or lost by sequence gap) and drop, not queue.
-        assert received + lost >= len(sent) - 3 and received >= 0.3 * len(sent), (len(sent), after, before)
-        assert dropped >= 0.5 * received, (len(sent), after, before)
-        assert after["received"] == sum(after[k] for k in ("rejected", "dropped", "encoded", "failed", "waiting"))
+        assert all(r.success for r in replies), [r.message for r in replies if not r.success]
+        delta = {k: after[k] - before[k] for k in after}
+        # every snapshot adds up (the mailbox counts change under one lock)
+        for c in (before, after):
+            assert c["received"] == c["rejected"] + c["dropped"] + c["taken"] + c["waiting"], c
+        # every frame accounted for: received or lost; the last copy (and a copy of an earlier
+        # test's frame, revealed as a gap) may be the only ones at the edges
+        accounted = delta["received"] + delta["lost"]
+        assert len(sent) + copies - 1 <= accounted <= len(sent) + copies + 1, (len(sent), delta)
+        # no backlog: the model took one frame per job at most (one job may be running at each
+        # snapshot), and dropped the rest
+        assert delta["taken"] <= delta["jobs"] + 2, delta
+        assert 0 <= after["taken"] - after["encoded"] - after["failed"] <= 1, after  # 1: encoding
+        assert delta["rejected"] == 0 and delta["dropped"] >= delta["received"] - delta["jobs"] - 3
+        assert described and max(d.num_tokens for d in described) == TOKEN_LIMIT  # slow model
+        # answers never go back to an older frame
+        answered = [stamp(r.image_stamp) for r in replies]
+        assert answered == sorted(answered)
+        # No queue of requests: a request waits at most for the description in progress (the
+        # node's own times, measured in this run; twice the slowest, for scheduling).
+        slowest_ms = max(d.encode_ms + d.prefill_ms + d.decode_ms for d in described)
+        late = [r.latency_ms for r in replies[-max(1, len(replies) // 3):]]
+        assert statistics.median(late) <= 2 * slowest_ms + 500, (late, slowest_ms)
     finally:
         (result,) = cobra.set_parameters(max_new_tokens=DESCRIBE_TOKENS)
         assert result.successful
@@ -438,10 +474,12 @@ def test_model_path_changes_at_run_time(cobra, expect, tiny_model_dir, tmp_path)
     assert accepted.successful  # the directory looks complete: the load itself finds the pickled object
     cobra.wait_for(lambda: cobra.get_parameters("model_path")["model_path"] == str(tiny_model_dir), 60,
                    "model_path to revert")
-    status = cobra.status(": model", newer_than=time.monotonic())  # a report made after the refusal
-    assert "refused" in status.message and "pickled" in status.message and "still serving" in status.message
+    status = cobra.status(": model", newer_than=time.monotonic())  # a report after the refusal
+    assert status.level == DiagnosticStatus.WARN and "refused" in status.message
+    assert "pickled" in status.message and f"serving {tiny_model_dir} again" in status.message
     assert not pwned.exists()
-    assert cobra.yes_no(FRAME_QUESTION).probability == pytest.approx(expect.p(rgb), abs=SAME)
+    # the old model was configured again: a fresh start, so it needs a frame again
+    assert cobra.show(image(rgb)).probability == pytest.approx(expect.p(rgb), abs=SAME)
 
     import cobra_ros
     from cobra_ros.cli.init import init_model_dir
@@ -452,8 +490,9 @@ def test_model_path_changes_at_run_time(cobra, expect, tiny_model_dir, tmp_path)
     p_other = other.yes_no(other.encode(rgb), FRAME_QUESTION)
     assert abs(p_other - expect.p(rgb)) > 10 * SAME
     (switched,) = cobra.set_parameters(model_path=str(other_dir))
-    assert switched.successful
-    cobra.wait_for(lambda: abs(cobra.yes_no(FRAME_QUESTION).probability - p_other) < SAME, 60,
-                   "answers from the new model", poll=0.2)
+    assert switched.successful  # the reply comes once the node is active again, on the new model
+    status = cobra.status(": model", newer_than=time.monotonic())
+    assert status.level == DiagnosticStatus.OK and "(active)" in status.message
+    assert cobra.show(image(rgb)).probability == pytest.approx(p_other, abs=SAME)
     (back,) = cobra.set_parameters(model_path=str(tiny_model_dir))
     assert back.successful

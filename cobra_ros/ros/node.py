@@ -316,9 +316,10 @@ class CobraNode(LifecycleNode):
                 return replies.refused(response, f"internal error: {type(err).__name__}: {err}")
         return callback
 
-    def _wait(self, submit, cancel_requested=lambda: False):
+    def _wait(self, submit, cancel_requested=None):
         """Submit a job (submit(jobs) -> Job) and wait until request_timeout_s:
         (result, None) or (None, why)."""
+        cancellable = cancel_requested is not None
         jobs = self._jobs
         if jobs is None:
             return None, "the model is not loaded"
@@ -328,10 +329,11 @@ class CobraNode(LifecycleNode):
             return None, str(err)
         timeout = self.settings.request_timeout_s
         deadline = time.monotonic() + timeout
-        while not job.wait(0.02):
-            if cancel_requested():
+        poll = 0.02 if cancellable else timeout  # only a goal can be cancelled meanwhile
+        while not job.wait(min(poll, max(0.0, deadline - time.monotonic()))):
+            if cancellable and cancel_requested():
                 job.cancel()  # a queued job ends now, a running one at its next token
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 job.cancel()
                 self._count("timed_out")
                 return None, f"timed out: no answer within request_timeout_s = {timeout:g} s"
