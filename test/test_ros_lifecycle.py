@@ -2,6 +2,10 @@
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -146,3 +150,40 @@ def test_use_sim_time_drives_the_node_clock(tiny_model_dir):
     finally:
         client.close()
         assert node.stop() == 0, node.log()
+
+
+def _ros2_launch(*arguments):
+    """`ros2 launch cobra_ros describe.launch.py ARGS` in a session of its own (for Ctrl-C)."""
+    command = [sys.executable, "-c", "import sys; from ros2cli.cli import main; sys.exit(main())",
+               "launch", "cobra_ros", "describe.launch.py", *arguments]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.parametrize("argument, reason", [
+    ("device:=nonsense", "is not a torch device"),
+    ("model_path:=/nonexistent", "no such directory"),
+])
+def test_ros2_launch_exits_non_zero_when_the_node_does_not_start(argument, reason):
+    pytest.importorskip("ros2launch", reason="launch, launch_ros and ros2cli are not installed")
+    launch = _ros2_launch(argument)
+    output, _ = launch.communicate(timeout=120)
+    assert launch.returncode != 0 and reason in output, output
+
+
+def test_ros2_launch_ends_cleanly_and_quickly_on_ctrl_c():
+    pytest.importorskip("ros2launch", reason="launch, launch_ros and ros2cli are not installed")
+    launch = _ros2_launch(f"namespace:={NS}/launched")
+    lines = []
+    for line in launch.stdout:
+        lines.append(line)
+        if "active: cameras" in line:
+            break
+    os.killpg(launch.pid, signal.SIGINT)  # what a terminal does on Ctrl-C: the whole group
+    started = time.monotonic()
+    rest, _ = launch.communicate(timeout=30)
+    took = time.monotonic() - started
+    output = "".join(lines) + rest
+    assert launch.returncode == 0 and "finished cleanly" in output, output
+    assert "rosout" not in output and "context is invalid" not in output, output
+    assert took < 2.5, f"{took:.1f} s from Ctrl-C to exit; launch escalates to SIGTERM at 5 s"
