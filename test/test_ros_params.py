@@ -83,3 +83,33 @@ def test_the_default_model_path_resolves_to_the_bundled_model(tmp_path, monkeypa
     bundled.mkdir(parents=True)
     monkeypatch.setattr(params, "model_path_candidates", lambda value: [tmp_path / "missing", bundled])
     assert params.resolve_model_path("models/langtable-tiny") == bundled
+
+
+def test_dtype_choices_are_the_model_cores_list():
+    from cobra_ros.model.engine import DTYPES
+
+    desc = params.descriptor("dtype", params.SPECS["dtype"])
+    assert desc.additional_constraints == "one of: " + ", ".join(DTYPES)
+    assert all(params.check("dtype", name, {}) is None for name in DTYPES)
+
+
+def test_settings_have_a_field_per_declared_parameter():
+    from dataclasses import fields
+
+    assert [f.name for f in fields(params.Settings)] == list(params.SPECS)
+
+
+def test_the_replay_node_declares_its_parameters_with_the_same_helpers():
+    from cobra_ros.ros import replay_node
+
+    for name, spec in replay_node.SPECS.items():
+        desc = params.descriptor(name, spec)
+        assert desc.read_only and desc.description, name
+    assert params.descriptor("transport", replay_node.SPECS["transport"]).additional_constraints \
+        == "one of: raw, compressed"
+    defaults = {name: spec.default for name, spec in replay_node.SPECS.items()}
+    assert params.problems(defaults, replay_node.SPECS) == []
+    bad = {**defaults, "rate_mode": "slow", "transport": "udp"}
+    assert params.problems(bad, replay_node.SPECS) == [
+        "rate_mode 'slow' is not one of recorded, fixed, fast",
+        "transport 'udp' is not one of raw, compressed"]
