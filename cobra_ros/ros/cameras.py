@@ -6,9 +6,10 @@ under one lock and `counts()` reads them under it, so a snapshot always adds up 
 
     received == rejected + dropped + taken + waiting
 
-`dropped` frames were replaced by a newer one before the model took them. `lost` counts frames that
-a publisher sent but that never reached the node (gaps in its DDS publication sequence numbers: a
-best-effort transport losing them, or the subscription queue overflowing), when the middleware says.
+`dropped` frames were replaced by a newer one before the model took them. `lost` counts frames
+that a publisher sent but that never reached the node (gaps in its DDS publication sequence
+numbers: a best-effort transport losing them, or the subscription queue overflowing), when the
+middleware says.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-MAX_PUBLISHERS = 32  # publishers whose sequence numbers are followed; the least recent is forgotten
+MAX_PUBLISHERS = 32  # publishers whose sequence numbers are followed; the least recent goes
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Camera:
         self._problem_time: float | None = None
 
     def note_sequence(self, publisher: bytes, sequence: int | None) -> None:
-        """Count the frames this publisher sent since its last one received here, that never came."""
+        """Count the frames this publisher sent since its last one received, that never came."""
         if sequence is None:  # the middleware does not number its samples
             return
         with self._lock:

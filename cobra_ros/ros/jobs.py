@@ -52,7 +52,8 @@ class _InUse:
 
 def load_engine(settings: params.Settings):
     """(engine, model directory) for the model the parameters name; ValueError says why not."""
-    problem = params.device_problem(settings.device) or params.model_dir_problem(settings.model_path)
+    problem = (params.device_problem(settings.device)
+               or params.model_dir_problem(settings.model_path))
     if problem:
         raise ValueError(problem)
     if settings.torch_threads > 0:
@@ -123,7 +124,7 @@ class ModelJobs:
         return self._worker.stats()
 
     def frames(self, camera: Camera) -> dict:
-        """encoded/failed counts, the latest encoding problem and the frame in use, for a camera."""
+        """A camera's encoded/failed counts, latest encoding problem and frame in use."""
         with self._lock:
             use = self._in_use.get(camera.name) or _InUse()
             return {"encoded": use.encoded, "failed": use.failed, "last_problem": use.last_problem,
@@ -162,7 +163,7 @@ class ModelJobs:
         if new is not None:
             try:
                 state = self._engine.encode(new.rgb)
-            except Exception as err:  # a frame the model cannot take: skip it, keep the last good one
+            except Exception as err:  # a frame the model cannot take: skip it, keep the last one
                 stamp = new.header.stamp
                 problem = (f"frame {stamp.sec}.{stamp.nanosec:09d} skipped, encoding failed: "
                            f"{type(err).__name__}: {err}")

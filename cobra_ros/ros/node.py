@@ -17,7 +17,8 @@ and runs the engine on the worker thread (worker.py); the plain result comes bac
 builds the message. Service and action callbacks wait for their job until request_timeout_s and
 always reply, with the answer or the reason there is none.
 
-    python -m cobra_ros.ros.node --ros-args -p model_path:=/models/cobra -r image:=/camera/image_raw
+    python -m cobra_ros.ros.node --ros-args -p model_path:=/models/cobra \
+        -r image:=/camera/image_raw
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ class CobraNode(LifecycleNode):
         self.create_timer(1.0, self._guarded("diagnostics", self._publish_diagnostics),
                           clock=steady)
 
-    # -- lifecycle ---------------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> bool:
         """configure + activate (autostart); False, with the reason logged, when either fails."""
         if self.trigger_configure() != SUCCESS:
@@ -182,7 +183,7 @@ class CobraNode(LifecycleNode):
         for publisher in outputs.values():
             self.destroy_publisher(publisher)
 
-    # -- parameters --------------------------------------------------------------------------------
+    # -- parameters -------------------------------------------------------------------------------
     def _check_parameters(self, parameters) -> SetParametersResult:
         if self._restoring:
             return SetParametersResult(successful=True)
@@ -244,7 +245,7 @@ class CobraNode(LifecycleNode):
         if was_active:
             self.trigger_activate()
 
-    # -- cameras -----------------------------------------------------------------------------------
+    # -- cameras ----------------------------------------------------------------------------------
     def _subscribe(self) -> None:
         settings, cameras = self.settings, {}
         for name in settings.image_topics:
@@ -295,7 +296,7 @@ class CobraNode(LifecycleNode):
         names = ", ".join(c.name for c in cameras)
         raise RequestError(f"unknown camera {name!r}; cameras: {names}")
 
-    # -- requests ----------------------------------------------------------------------------------
+    # -- requests ---------------------------------------------------------------------------------
     def _guarded(self, what: str, callback):
         """A timer/subscription callback whose exceptions are reported, not raised: the executor
         would re-raise them from spin() and end the node."""
@@ -428,7 +429,7 @@ class CobraNode(LifecycleNode):
         goal_handle.succeed()
         return replies.describe_result(note, msg, success=True)
 
-    # -- periodic descriptions ---------------------------------------------------------------------
+    # -- periodic descriptions --------------------------------------------------------------------
     def _start_describe_timer(self) -> None:
         if self._describe_timer is not None:
             self.destroy_timer(self._describe_timer)
@@ -454,7 +455,7 @@ class CobraNode(LifecycleNode):
         for camera in list(self._cameras.values()):  # each frame once; none queued while one runs
             jobs.describe_new_frame(camera, prompt, budget, on_text, on_done)
 
-    # -- outputs -----------------------------------------------------------------------------------
+    # -- outputs ----------------------------------------------------------------------------------
     def _model_name(self) -> str:
         jobs = self._jobs
         return jobs.model if jobs is not None else ""

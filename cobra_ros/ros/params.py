@@ -1,9 +1,9 @@
 """Node parameters, declared once: each `Spec` holds the default, the description, the range or the
 choices, and the rule its value must pass.
 
-From SPECS come the descriptors the cobra node declares, the `Settings` snapshot it reads them into,
-and the checks its on-set-parameters callback runs; config/cobra.yaml is checked against SPECS by
-test/test_ros_params.py. The replay node declares its own specs with the same helpers.
+From SPECS come the descriptors the cobra node declares, the `Settings` snapshot it reads them
+into, and the checks its on-set-parameters callback runs; config/cobra.yaml is checked against
+SPECS by test/test_ros_params.py. The replay node declares its own specs with the same helpers.
 """
 from __future__ import annotations
 

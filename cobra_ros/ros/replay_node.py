@@ -1,14 +1,16 @@
-"""The `langtable_replay` node: Language-Table frames as a camera, for the cobra node and for demos.
+"""The `langtable_replay` node: Language-Table frames as a camera, for the cobra node and demos.
 
-Publishes the frames of `cobra_ros.langtable.replay.iter_frames` (synthetic episodes, an RLDS version dir
-or a ROS 2 bag) as sensor_msgs/Image on `image` (or CompressedImage on `image/compressed`), and each
-episode's instruction on `instruction` (std_msgs/String, latched). Header stamps follow the recorded
-timing (10 Hz for episodes) from the time playback started, whatever the pace:
+Publishes the frames of `cobra_ros.langtable.replay.iter_frames` (synthetic episodes, an RLDS
+version dir or a ROS 2 bag) as sensor_msgs/Image on `image` (or CompressedImage on
+`image/compressed`), and each episode's instruction on `instruction` (std_msgs/String, latched).
+Header stamps follow the recorded timing (10 Hz for episodes) from the time playback started,
+whatever the pace:
   rate_mode recorded  as recorded, sped up by `speed`
   rate_mode fixed     at `rate_hz`
   rate_mode fast      as fast as frames can be made and sent
 
-    python -m cobra_ros.ros.replay_node --ros-args -p source:=synthetic -p episodes:=3 -p loop:=true
+    python -m cobra_ros.ros.replay_node --ros-args -p source:=synthetic -p episodes:=3 \
+        -p loop:=true
 """
 from __future__ import annotations
 
@@ -83,13 +85,15 @@ class ReplayNode(Node):
 
     def _source(self):
         if self.p["source"] == "synthetic":
-            return SyntheticSource(self.p["seed"], self.p["episodes"], (self.p["width"], self.p["height"]))
+            size = (self.p["width"], self.p["height"])
+            return SyntheticSource(self.p["seed"], self.p["episodes"], size)
         source_kind(self.p["source"])  # raises ValueError with the reason for anything else
         return self.p["source"]
 
     def _frames(self):
         return iter_frames(self.source, split=self.p["split"], topic=self.p["bag_topic"] or None,
-                           start_episode=self.p["start_episode"], max_episodes=self.p["max_episodes"] or None)
+                           start_episode=self.p["start_episode"],
+                           max_episodes=self.p["max_episodes"] or None)
 
     def start(self) -> None:
         self._thread.start()
@@ -125,7 +129,7 @@ class ReplayNode(Node):
             if self._stop.is_set() or (self.p["max_frames"] and count >= self.p["max_frames"]):
                 return
             if frame.episode_index != episode:
-                if episode is not None:  # the next episode starts one control period after the last frame
+                if episode is not None:  # the next one starts a control period after the last
                     offset += last_stamp + 1.0 / CONTROL_RATE_HZ
                 episode = frame.episode_index
                 if frame.instruction:
@@ -136,15 +140,16 @@ class ReplayNode(Node):
             delay = start_wall + due - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 return
-            header = Header(frame_id=self.p["frame_id"],
-                            stamp=(start_stamp + Duration(nanoseconds=int(round(recorded * 1e9)))).to_msg())
+            stamp = start_stamp + Duration(nanoseconds=int(round(recorded * 1e9)))
+            header = Header(frame_id=self.p["frame_id"], stamp=stamp.to_msg())
             self._images.publish(self._message(frame.rgb, header))
             self.published += 1
 
     def _message(self, rgb, header):
         if self.p["transport"] == "compressed":
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            return CompressedImage(header=header, format="rgb8; jpeg compressed bgr8", data=data.tobytes())
+            return CompressedImage(header=header, format="rgb8; jpeg compressed bgr8",
+                                   data=data.tobytes())
         return to_image_msg(rgb, header)
 
 

@@ -19,7 +19,7 @@ OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.E
 WARN_FOR_S = 10.0  # a camera reports WARN this long after a rejected or failed frame
 
 
-# -- topics ----------------------------------------------------------------------------------------
+# -- topics ---------------------------------------------------------------------------------------
 def partial_description(frame, prompt: str, text: str, num_tokens: int, model: str):
     """~/description/stream: the text so far, after a token."""
     return SceneDescription(header=frame.header, text=text, prompt=prompt, is_final=False,
@@ -78,7 +78,7 @@ def cancelled(description_msg: SceneDescription | None):
     return describe_result(f"cancelled after {description_msg.num_tokens} tokens", description_msg)
 
 
-# -- /diagnostics ----------------------------------------------------------------------------------
+# -- /diagnostics ---------------------------------------------------------------------------------
 def _status(name: str, level: int, message: str, hardware_id: str, values: dict):
     def text(value):
         return f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -2,8 +2,8 @@
 
 Client jobs (service calls, action goals) wait in a FIFO of at most `queue_size`: when it is full a
 new job is refused at once with WorkerBusy instead of the queue growing. Background jobs (periodic
-descriptions) are coalesced by key, so there is at most one per key, and run only when no client job
-waits. A job that fails is reported and the worker goes on with the next one.
+descriptions) are coalesced by key, so there is at most one per key, and run only when no client
+job waits. A job that fails is reported and the worker goes on with the next one.
 
 The worker knows nothing of the model: a job is a function of the job itself, `fn(job)`, and the
 jobs module (jobs.py) closes over the engine. One worker serves one loaded model; a new model gets
@@ -96,7 +96,8 @@ class ModelWorker:
         return job
 
     def run_in_background(self, key: str, fn: JobFunction) -> bool:
-        """Queue background work unless work under the same key is queued or running; True if queued."""
+        """Queue background work unless work under the same key is queued or running; True if
+        queued."""
         with self._cond:
             if self._stopping or self.has_background(key):
                 return False
