@@ -1,5 +1,6 @@
 """The model worker (one thread, bounded queue), the camera mailbox (latest frame wins) and the
 jobs that encode each frame once, without DDS."""
+
 import threading
 from types import SimpleNamespace
 
@@ -50,6 +51,7 @@ def test_jobs_run_in_order_on_one_thread(worker):
             threads.add(threading.current_thread().name)
             order.append(i)
             return i * 10
+
         return fn
 
     jobs = [worker.submit(job(i), f"j{i}") for i in range(2)]
@@ -130,13 +132,16 @@ def test_stop_answers_every_waiting_job():
     threading.Timer(0.2, gate.release.set).start()
     worker.stop("shutting down")
     assert all(j.wait(0) for j in waiting)
-    assert all(isinstance(j.error, WorkerStopped) and "shutting down" in str(j.error) for j in waiting)
+    assert all(
+        isinstance(j.error, WorkerStopped) and "shutting down" in str(j.error) for j in waiting
+    )
     assert running.wait(0)
     with pytest.raises(WorkerStopped):
         worker.submit(lambda j: None, "late")
 
 
 # --- camera mailbox and the frames the jobs encode ----------------------------------------------
+
 
 class CountingEngine:
     """Encodes a frame to its first pixel value, and refuses the values in `fail_on`."""
@@ -172,9 +177,16 @@ def jobs_of():
     made = []
 
     def make(engine):
-        made.append(ModelJobs(engine, "/models/counting", queue_size=4,
-                              report=lambda message: reports.append(message)))
+        made.append(
+            ModelJobs(
+                engine,
+                "/models/counting",
+                queue_size=4,
+                report=lambda message: reports.append(message),
+            )
+        )
         return made[-1]
+
     reports = []
     make.reports = reports
     yield make
@@ -199,8 +211,14 @@ def test_latest_frame_wins_is_encoded_once_and_every_frame_is_accounted_for(jobs
     assert_counts_add_up(camera)
     judged = p_yes(jobs, camera)
     assert judged.frame.seq == 10 and judged.probability == 9 / 255 and engine.encoded == [9]
-    assert camera.counts() == {"received": 11, "rejected": 1, "dropped": 9, "taken": 1,
-                               "waiting": 0, "lost": 0}
+    assert camera.counts() == {
+        "received": 11,
+        "rejected": 1,
+        "dropped": 9,
+        "taken": 1,
+        "waiting": 0,
+        "lost": 0,
+    }
     # no new frame: the kept state is used again, nothing is encoded again
     assert p_yes(jobs, camera).frame.seq == 10 and engine.encoded == [9]
     assert jobs.frames(camera)["encoded"] == 1
@@ -252,8 +270,15 @@ def test_counts_read_while_frames_arrive_and_are_taken_always_add_up():
 
 def test_frames_lost_before_the_node_are_counted_from_sequence_gaps_per_publisher():
     camera = Camera("image", "/image")
-    for publisher, sequence in [(b"a", 1), (b"a", 2), (b"b", 7), (b"a", 5), (b"b", 8), (b"a", 6),
-                                (b"b", 12)]:
+    for publisher, sequence in [
+        (b"a", 1),
+        (b"a", 2),
+        (b"b", 7),
+        (b"a", 5),
+        (b"b", 8),
+        (b"a", 6),
+        (b"b", 12),
+    ]:
         camera.note_sequence(publisher, sequence)
     camera.note_sequence(b"c", None)  # a middleware without sequence numbers: nothing to count
     assert camera.counts()["lost"] == 2 + 3
@@ -261,8 +286,10 @@ def test_frames_lost_before_the_node_are_counted_from_sequence_gaps_per_publishe
 
 def test_concurrent_offers_are_counted_exactly():
     camera = Camera("image", "/image")
-    threads = [threading.Thread(target=lambda: [camera.offer(frame(1)) for _ in range(500)])
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: [camera.offer(frame(1)) for _ in range(500)])
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -271,18 +298,22 @@ def test_concurrent_offers_are_counted_exactly():
     assert c["received"] == 2000 and c["dropped"] == 1999 and c["waiting"] == 1
 
 
-# --- request checks ---------------------------------------------------------------------------------------
+# --- request checks ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, reason", [
-    ("", "question is empty"),
-    (" \t\n ", "question is only whitespace"),
-    ("x" * 101, "question is 101 characters long; the limit is 100"),
-    ("left\x00right", "control character U+0000 at position 4"),
-    ("ring \x07", "control character U+0007"),
-    ("\x1b[2J clear", "control character U+001B"),
-    ("del\x7f", "control character U+007F"),
-    ("c1\x85", "control character U+0085"),
-])
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "question is empty"),
+        (" \t\n ", "question is only whitespace"),
+        ("x" * 101, "question is 101 characters long; the limit is 100"),
+        ("left\x00right", "control character U+0000 at position 4"),
+        ("ring \x07", "control character U+0007"),
+        ("\x1b[2J clear", "control character U+001B"),
+        ("del\x7f", "control character U+007F"),
+        ("c1\x85", "control character U+0085"),
+    ],
+)
 def test_bad_questions_are_refused_with_the_reason(text, reason):
     with pytest.raises(RequestError, match=reason.replace("(", r"\(").replace("+", r"\+")):
         check_question(text, max_chars=100)
@@ -298,14 +329,23 @@ def test_plain_questions_pass_stripped_and_template_markers_are_just_text():
 def test_token_budget_defaults_and_caps():
     assert token_budget(0, 64, 256) == (64, "")
     assert token_budget(10, 64, 256) == (10, "")
-    assert token_budget(1000, 64, 256) == (256, "max_new_tokens 1000 capped to 256 (parameter max_new_tokens_limit)")
+    assert token_budget(1000, 64, 256) == (
+        256,
+        "max_new_tokens 1000 capped to 256 (parameter max_new_tokens_limit)",
+    )
 
 
 def test_fuzzed_questions_are_accepted_as_text_or_refused_with_a_reason():
     import random
 
     rnd = random.Random(11)
-    alphabet = [chr(c) for c in range(0, 0x250)] + ["<|endoftext|>", "<|user|>", "\n<|assistant|>\n", "\ud7ff", "😀"]
+    alphabet = [chr(c) for c in range(0, 0x250)] + [
+        "<|endoftext|>",
+        "<|user|>",
+        "\n<|assistant|>\n",
+        "\ud7ff",
+        "😀",
+    ]
     outcomes = {"accepted": 0, "refused": 0}
     for _ in range(3000):
         text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 60)))
