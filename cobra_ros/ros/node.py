@@ -44,7 +44,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from cobra_ros.action import Describe
 from cobra_ros.msg import SceneDescription
-from cobra_ros.ros import diagnostics, params, replies
+from cobra_ros.ros import params, replies
 from cobra_ros.ros.cameras import Camera, Frame
 from cobra_ros.ros.image_conversion import ImageError, to_rgb
 from cobra_ros.ros.jobs import ModelJobs, NoFrame
@@ -487,32 +487,15 @@ class CobraNode(LifecycleNode):
         self.get_logger().error(message, throttle_duration_sec=WARN_EVERY_S)
 
     def _publish_diagnostics(self) -> None:
-        node_name = self.get_fully_qualified_name()
-        jobs, settings = self._jobs, self.settings
-        device = jobs.device if jobs is not None else settings.device
-        if jobs is None:
-            level = replies.ERROR if self._model_error else replies.WARN
-            message = self._model_error or f"no model loaded (lifecycle state {self._state})"
-        elif self._model_note:
-            level, message = replies.WARN, self._model_note
-        else:
-            level, message = replies.OK, f"serving {jobs.model} on {device} ({self._state})"
+        node_name, jobs = self.get_fully_qualified_name(), self._jobs
         with self._requests_lock:
-            requests = {f"requests_{k}": v for k, v in self._requests.items()}
-        values = {
-            "lifecycle_state": self._state, "model": self._model_name(),
-            "model_dir": jobs.model_dir if jobs is not None else "", "device": device,
-            "dtype": settings.dtype, "queue_depth": jobs.queue_depth() if jobs is not None else 0,
-            "queue_size": settings.queue_size,
-            **({f"jobs_{k}": v for k, v in jobs.stats().items()} if jobs is not None else {}),
-            **requests, **(jobs.timings.means() if jobs is not None else {}),
-            **diagnostics.memory(),
-        }
-        statuses = [replies.model_status(node_name, level, message, device, values)]
-        statuses += [replies.camera_status(node_name, camera,
-                                           jobs.frames(camera) if jobs is not None else {}, device)
-                     for camera in list(self._cameras.values())]
-        self._diagnostics.publish(replies.diagnostics(statuses, self.get_clock().now().to_msg()))
+            requests = dict(self._requests)
+        statuses = [replies.model_status(node_name, jobs, self.settings, self._state,
+                                         self._model_error, self._model_note, requests)]
+        statuses += [replies.camera_status(node_name, camera, jobs) for camera in
+                     list(self._cameras.values())]
+        stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(replies.diagnostic_array(statuses, stamp))
 
 
 def spin_until_signal(executor, node) -> None:

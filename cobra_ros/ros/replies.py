@@ -11,6 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from cobra_ros.action import Describe
 from cobra_ros.msg import SceneDescription
+from cobra_ros.ros import diagnostics
 from cobra_ros.ros.annotate import annotate
 from cobra_ros.ros.image_conversion import to_image_msg
 from cobra_ros.ros.jobs import Asked, Judged
@@ -87,14 +88,35 @@ def _status(name: str, level: int, message: str, hardware_id: str, values: dict)
                             values=[KeyValue(key=k, value=text(v)) for k, v in values.items()])
 
 
-def model_status(node_name: str, level: int, message: str, device: str, values: dict):
+def model_status(node_name: str, jobs, settings, state: str, model_error: str, model_note: str,
+                 requests: dict) -> DiagnosticStatus:
+    """ERROR when the model did not load, WARN when none is loaded or a change was refused.
+
+    `jobs` is the node's ModelJobs, or None when no model is loaded."""
+    device = jobs.device if jobs is not None else settings.device
+    if jobs is None:
+        level = ERROR if model_error else WARN
+        message = model_error or f"no model loaded (lifecycle state {state})"
+    elif model_note:
+        level, message = WARN, model_note
+    else:
+        level, message = OK, f"serving {jobs.model} on {device} ({state})"
+    values = {
+        "lifecycle_state": state, "model": jobs.model if jobs is not None else "",
+        "model_dir": jobs.model_dir if jobs is not None else "", "device": device,
+        "dtype": settings.dtype, "queue_depth": jobs.queue_depth() if jobs is not None else 0,
+        "queue_size": settings.queue_size,
+        **({f"jobs_{k}": v for k, v in jobs.stats().items()} if jobs is not None else {}),
+        **{f"requests_{k}": v for k, v in requests.items()},
+        **(jobs.timings.means() if jobs is not None else {}), **diagnostics.memory(),
+    }
     return _status(f"{node_name}: model", level, message, device, values)
 
 
-def camera_status(node_name: str, camera, frames: dict, device: str) -> DiagnosticStatus:
-    """WARN while frames are rejected (mailbox) or fail to encode (jobs), else OK.
-
-    `frames` is ModelJobs.frames(camera), or {} when no model is loaded."""
+def camera_status(node_name: str, camera, jobs) -> DiagnosticStatus:
+    """WARN while frames are rejected (the mailbox) or fail to encode (the jobs), else OK."""
+    frames = jobs.frames(camera) if jobs is not None else {}
+    device = jobs.device if jobs is not None else ""
     counts = camera.counts()
     encoded, failed = frames.get("encoded", 0), frames.get("failed", 0)
     since = [(camera.seconds_since_problem(), camera.last_problem)]
@@ -117,7 +139,7 @@ def camera_status(node_name: str, camera, frames: dict, device: str) -> Diagnost
     return _status(f"{node_name}: camera {camera.name}", level, message, device, values)
 
 
-def diagnostics(statuses: list, stamp) -> DiagnosticArray:
+def diagnostic_array(statuses: list, stamp) -> DiagnosticArray:
     array = DiagnosticArray(status=statuses)
     array.header.stamp = stamp
     return array
