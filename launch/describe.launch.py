@@ -1,11 +1,12 @@
-"""Start the cobra node with config/cobra.yaml.
+"""Start the cobra node with config/cobra.yaml (or the YAML given as params_file).
 
     ros2 launch cobra_ros describe.launch.py model_path:=/models/cobra device:=cuda \
-        image_topic:=/camera/color/image_raw namespace:=robot1
+        image_topic:=/camera/color/image_raw namespace:=robot1 params_file:=/robot/cobra.yaml
 
-model_path and device override the YAML only when given (empty = keep the YAML value). When the
-node exits with a non-zero status (a model that does not load, a bad device or parameter), the
-launch ends and `ros2 launch` exits non-zero too.
+model_path and device override the YAML only when given (empty = keep the YAML value); `ros2
+launch cobra_ros describe.launch.py --show-args` lists the arguments. When the node exits with a
+non-zero status (a model that does not load, a bad device or parameter), the launch ends and
+`ros2 launch` exits non-zero too.
 """
 import os
 
