@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cobra_ros.model.engine import DTYPES
 from cobra_ros.stats import percentiles
 
 
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
         "--model", help="model directory (default: the bundled model, else a random tiny one)"
     )
     parser.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
                         help="model dtype (default: the model's own)")
     parser.add_argument("--width", type=int, default=640, help="frame width in pixels")
     parser.add_argument("--height", type=int, default=480, help="frame height in pixels")

@@ -314,7 +314,5 @@ class CobraClient(RosClient):
     def camera_counts(self, camera: str = "image", newer_than: float = 0.0) -> dict:
         status = self.status(f"camera {camera}", newer_than)
         values = {kv.key: kv.value for kv in status.values}
-        return {
-            k: int(values[k])
-            for k in ("received", "rejected", "dropped", "encoded", "failed", "waiting", "lost")
-        }
+        keys = ("received", "rejected", "dropped", "taken", "encoded", "failed", "waiting", "lost")
+        return {k: int(values[k]) for k in keys}

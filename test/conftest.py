@@ -1,4 +1,6 @@
-"""Shared fixtures: small Cobra models built through the same code and file layout as the full one."""
+"""Shared fixtures: small Cobra models built through the same code and file layout as the full
+one."""
+
 from __future__ import annotations
 
 import os
@@ -29,6 +31,7 @@ def tiny_engine(tiny_model_dir):
 def rgb():
     def make(seed=0, h=96, w=128):
         return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
     return make
 
 

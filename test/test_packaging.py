@@ -286,6 +286,7 @@ def _fake_launch_modules(share):
     mods = {
         "launch": types.ModuleType("launch"),
         "launch.actions": types.ModuleType("launch.actions"),
+        "launch.event_handlers": types.ModuleType("launch.event_handlers"),
         "launch.substitutions": types.ModuleType("launch.substitutions"),
         "launch_ros": types.ModuleType("launch_ros"),
         "launch_ros.actions": types.ModuleType("launch_ros.actions"),
@@ -296,6 +297,8 @@ def _fake_launch_modules(share):
     mods["launch"].LaunchDescription = lambda entities: list(entities)
     mods["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorder,), {})
     mods["launch.actions"].OpaqueFunction = type("OpaqueFunction", (_Recorder,), {})
+    mods["launch.actions"].RegisterEventHandler = type("RegisterEventHandler", (_Recorder,), {})
+    mods["launch.event_handlers"].OnProcessExit = type("OnProcessExit", (_Recorder,), {})
     mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
     mods["launch_ros.actions"].Node = type("Node", (_Recorder,), {})
     mods["launch_ros.parameter_descriptions"].ParameterValue = ParameterValue
@@ -317,8 +320,10 @@ def _launch(monkeypatch, **overrides):
     }
     opaque = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
     assert len(opaque) == 1
-    (node,) = opaque[0].kwargs["function"]({**defaults, **overrides})
+    node, on_exit = opaque[0].kwargs["function"]({**defaults, **overrides})
     assert type(node).__name__ == "Node"
+    # the node's exit status reaches `ros2 launch` (checked for real in test_ros_lifecycle.py)
+    assert on_exit.args[0].kwargs["target_action"] is node
     return defaults, node.kwargs
 
 

@@ -1,9 +1,13 @@
-"""The cobra node in its own process, reached over real DDS on localhost: frames in, descriptions and answers out.
+"""The cobra node in its own process, reached over real DDS on localhost: frames in, descriptions
+and answers out.
 
-One node serves the whole module (started from a YAML parameter file, as a robot would start it). Answers
-are compared with the test process's own engine on the same frame: the tiny random model writes the same
-text for every frame, but its P(yes) differs from frame to frame in the 5th digit, which tells frames apart.
+One node serves the whole module (started from a YAML parameter file, as a robot would start it).
+Answers are compared with the test process's own engine on the same frame: the tiny random model
+writes the same text for every frame, but its P(yes) differs from frame to frame in the 5th digit,
+which tells frames apart. Nothing waits on the clock for a frame: camera frames are best effort,
+so the tests count what the node received and what it saw lost (sequence gaps) instead.
 """
+
 import itertools
 import os
 import re
@@ -33,10 +37,6 @@ SAME = 1e-6  # P(yes) of the node vs the engine: equal; different frames differ 
 
 STAMPS = itertools.count(1000)
 
-# These tests time a live node on 2 shared cores (best-effort frames, a slow model, feedback racing the
-# result); a run that loses that race is repeated, never relaxed.
-pytestmark = pytest.mark.flaky(reruns=2)
-
 
 def frame(seed, h=96, w=128):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -54,11 +54,27 @@ def stamp(header_or_time):
 @pytest.fixture(scope="module")
 def node(ros_env, tiny_model_dir, tmp_path_factory):
     params = tmp_path_factory.mktemp("params") / "cobra.yaml"
-    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
-        "model_path": str(tiny_model_dir), "prompt": PROMPT, "max_new_tokens": DESCRIBE_TOKENS,
-        "max_new_tokens_limit": TOKEN_LIMIT, "describe_rate_hz": 20.0, "image_topics": ["image", "wrist/image"],
-        "stream_tokens": True, "publish_annotated": True, "max_question_chars": MAX_CHARS,
-        "request_timeout_s": 60.0, "queue_size": 4}}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "/**": {
+                    "ros__parameters": {
+                        "model_path": str(tiny_model_dir),
+                        "prompt": PROMPT,
+                        "max_new_tokens": DESCRIBE_TOKENS,
+                        "max_new_tokens_limit": TOKEN_LIMIT,
+                        "describe_rate_hz": 20.0,
+                        "image_topics": ["image", "wrist/image"],
+                        "stream_tokens": True,
+                        "publish_annotated": True,
+                        "max_question_chars": MAX_CHARS,
+                        "request_timeout_s": 60.0,
+                        "queue_size": 4,
+                    }
+                }
+            }
+        )
+    )
     process = NodeProcess(["--params-file", str(params), "-r", f"__ns:={NS}"])
     yield process
     assert process.stop() == 0, f"unclean shutdown:\n{process.log()[-3000:]}"
@@ -77,11 +93,13 @@ def cobra(node):
 
 @pytest.fixture(scope="module")
 def expect(tiny_engine):
-    """What the engine itself says about a frame (one torch thread, like the node: the machine is shared)."""
+    """What the engine itself says about a frame (one torch thread, like the node: the machine
+    is shared)."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+
     class Expect:
         def p(self, rgb, question=FRAME_QUESTION):
             return tiny_engine.yes_no(tiny_engine.encode(rgb), question)
@@ -90,8 +108,8 @@ def expect(tiny_engine):
             return tiny_engine.ask(tiny_engine.encode(rgb), question, max_new_tokens).text
 
         def stream(self, rgb, question, max_new_tokens):
-            """(text so far, tokens so far) at every engine callback: the engine holds back pieces that
-            end inside a UTF-8 character, so there may be fewer callbacks than tokens."""
+            """(text so far, tokens so far) at every engine callback: the engine holds back pieces
+            that end inside a UTF-8 character, so there may be fewer callbacks than tokens."""
             calls, text = [], ""
 
             def on_token(piece, n):
@@ -101,16 +119,32 @@ def expect(tiny_engine):
 
             tiny_engine.ask(tiny_engine.encode(rgb), question, max_new_tokens, on_token=on_token)
             return calls
+
     yield Expect()
     torch.set_num_threads(threads)
 
 
 def test_parameters_from_the_yaml_file_take_effect(cobra, tiny_model_dir):
-    values = cobra.get_parameters("model_path", "prompt", "max_new_tokens", "image_topics", "describe_rate_hz",
-                                  "queue_size", "stream_tokens", "autostart")
-    assert values == {"model_path": str(tiny_model_dir), "prompt": PROMPT, "max_new_tokens": DESCRIBE_TOKENS,
-                      "image_topics": ["image", "wrist/image"], "describe_rate_hz": 20.0, "queue_size": 4,
-                      "stream_tokens": True, "autostart": True}
+    values = cobra.get_parameters(
+        "model_path",
+        "prompt",
+        "max_new_tokens",
+        "image_topics",
+        "describe_rate_hz",
+        "queue_size",
+        "stream_tokens",
+        "autostart",
+    )
+    assert values == {
+        "model_path": str(tiny_model_dir),
+        "prompt": PROMPT,
+        "max_new_tokens": DESCRIBE_TOKENS,
+        "image_topics": ["image", "wrist/image"],
+        "describe_rate_hz": 20.0,
+        "queue_size": 4,
+        "stream_tokens": True,
+        "autostart": True,
+    }
 
 
 def test_a_raw_frame_gets_a_description_with_its_header(cobra, expect):
@@ -120,7 +154,9 @@ def test_a_raw_frame_gets_a_description_with_its_header(cobra, expect):
     def description():
         cobra.publish(msg)
         with cobra._lock:
-            return next((d for d in cobra.descriptions if stamp(d.header) == stamp(msg.header)), None)
+            return next(
+                (d for d in cobra.descriptions if stamp(d.header) == stamp(msg.header)), None
+            )
 
     d = cobra.wait_for(description, 60, "a description of the frame", poll=0.5)
     assert d.header == msg.header
@@ -135,15 +171,20 @@ def test_a_raw_frame_gets_a_description_with_its_header(cobra, expect):
     def streamed():  # other topics are not ordered with ~/description: wait for them
         with cobra._lock:
             mine = [s for s in cobra.stream if stamp(s.header) == stamp(msg.header)]
-        return mine[:len(expected)] if len(mine) >= len(expected) else None
+        return mine[: len(expected)] if len(mine) >= len(expected) else None
 
     stream = cobra.wait_for(streamed, 30, "the streamed tokens")
     assert [(s.text, s.num_tokens) for s in stream] == expected
     assert not any(s.is_final for s in stream) and all(s.prompt == PROMPT for s in stream)
 
     # ~/annotated: the same frame, same header, with the text drawn on it
-    annotated = cobra.wait_for(lambda: next((a for a in list(cobra.annotated)
-                                             if stamp(a.header) == stamp(msg.header)), None), 30, "annotated frame")
+    annotated = cobra.wait_for(
+        lambda: next(
+            (a for a in list(cobra.annotated) if stamp(a.header) == stamp(msg.header)), None
+        ),
+        30,
+        "annotated frame",
+    )
     pixels = np.frombuffer(bytes(annotated.data), np.uint8).reshape(rgb.shape)
     assert annotated.header.frame_id == msg.header.frame_id and not np.array_equal(pixels, rgb)
 
@@ -155,7 +196,9 @@ def test_ask_and_ask_yes_no_answer_about_the_latest_frame(cobra, expect):
     assert reply_a.success and reply_a.probability == pytest.approx(expect.p(a), abs=SAME)
     reply_b = cobra.show(msg_b)
     assert reply_b.probability == pytest.approx(expect.p(b), abs=SAME)
-    assert abs(expect.p(a) - expect.p(b)) > 10 * SAME  # so the checks above can tell the frames apart
+    assert (
+        abs(expect.p(a) - expect.p(b)) > 10 * SAME
+    )  # so the checks above can tell the frames apart
     assert reply_b.answer == (reply_b.probability >= 0.5) and reply_b.latency_ms > 0
 
     question = "What is in the image?"
@@ -180,7 +223,10 @@ def test_each_camera_is_answered_about_its_own_frames(cobra, expect):
     by_full_name = cobra.yes_no(FRAME_QUESTION, camera=f"{NS}/wrist/image")
     assert stamp(by_full_name.image_stamp) == stamp(msg.header)
     unknown = cobra.ask("Anything?", camera="rear")
-    assert not unknown.success and unknown.message == "unknown camera 'rear'; cameras: image, wrist/image"
+    assert (
+        not unknown.success
+        and unknown.message == "unknown camera 'rear'; cameras: image, wrist/image"
+    )
 
 
 def test_describe_action_streams_feedback_token_by_token(cobra, expect):
@@ -190,11 +236,16 @@ def test_describe_action_streams_feedback_token_by_token(cobra, expect):
     status, result, feedback = cobra.describe(prompt="Describe the blocks.", max_new_tokens=8)
     assert status == GoalStatus.STATUS_SUCCEEDED and result.success
     expected = expect.stream(rgb, "Describe the blocks.", 8)
-    # feedback and result travel on different topics: the last feedback may land just after the result
+    # feedback and result travel on different topics: the last feedback may land after the result
     cobra.wait_for(lambda: len(feedback) >= len(expected), 5.0, "the last feedback")
     assert [(f.partial_text, f.num_tokens) for f in feedback] == expected
     d = result.description
-    assert d.header == msg.header and d.is_final and d.num_tokens == 8 and d.prompt == "Describe the blocks."
+    assert (
+        d.header == msg.header
+        and d.is_final
+        and d.num_tokens == 8
+        and d.prompt == "Describe the blocks."
+    )
     assert d.text == expect.text(rgb, "Describe the blocks.", 8)
 
 
@@ -210,7 +261,10 @@ INVALID = {
     "describe_rate_hz": (-1.0, "out of range"),
     "max_question_chars": (0, "out of range"),
     "transport": ("udp", "transport 'udp' is not one of raw, compressed"),
-    "max_new_tokens": (TOKEN_LIMIT + 1, f"max_new_tokens \\({TOKEN_LIMIT + 1}\\) must not exceed max_new_tokens_limit"),
+    "max_new_tokens": (
+        TOKEN_LIMIT + 1,
+        f"max_new_tokens \\({TOKEN_LIMIT + 1}\\) must not exceed max_new_tokens_limit",
+    ),
     "image_topics": (["bad topic!"], "'bad topic!' is not a valid topic name"),
     "model_path": ("/nonexistent/cobra", "no such directory"),
     "dtype": ("int8", "dtype 'int8' is not one of float32, bfloat16, float16"),
@@ -240,17 +294,33 @@ def test_compressed_transport_and_bad_compressed_frames(cobra, expect):
     (result,) = cobra.set_parameters(transport="compressed")
     assert result.successful, result.reason
     try:
-        png = _compressed(frame(6), ".png", CobraClient.header(next(STAMPS), 5, "png_optical"),
-                          "rgb8; png compressed bgr8")
+        png = _compressed(
+            frame(6),
+            ".png",
+            CobraClient.header(next(STAMPS), 5, "png_optical"),
+            "rgb8; png compressed bgr8",
+        )
         reply = cobra.show(png, topic="image/compressed")
         assert reply.probability == pytest.approx(expect.p(frame(6)), abs=SAME)  # PNG is lossless
 
-        jpeg = _compressed(frame(7), ".jpg", CobraClient.header(next(STAMPS), 7, "jpeg_optical"), "jpeg")
-        decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(bytes(jpeg.data), np.uint8), cv2.IMREAD_COLOR),
-                               cv2.COLOR_BGR2RGB)
-        assert cobra.show(jpeg, topic="image/compressed").probability == pytest.approx(expect.p(decoded), abs=SAME)
-        described = cobra.wait_for(lambda: next((d for d in list(cobra.descriptions)
-                                                 if stamp(d.header) == stamp(jpeg.header)), None), 30, "description")
+        jpeg = _compressed(
+            frame(7), ".jpg", CobraClient.header(next(STAMPS), 7, "jpeg_optical"), "jpeg"
+        )
+        decoded = cv2.cvtColor(
+            cv2.imdecode(np.frombuffer(bytes(jpeg.data), np.uint8), cv2.IMREAD_COLOR),
+            cv2.COLOR_BGR2RGB,
+        )
+        assert cobra.show(jpeg, topic="image/compressed").probability == pytest.approx(
+            expect.p(decoded), abs=SAME
+        )
+        described = cobra.wait_for(
+            lambda: next(
+                (d for d in list(cobra.descriptions) if stamp(d.header) == stamp(jpeg.header)),
+                None,
+            ),
+            30,
+            "description",
+        )
         assert described.header == jpeg.header
 
         png_bytes = bytes(png.data)
@@ -263,8 +333,15 @@ def test_compressed_transport_and_bad_compressed_frames(cobra, expect):
             ("png", huge.tobytes()),  # a real 8000x8000 frame, 64 Mpixel: refused before decoding
         ]
         _send_bad_frames_and_check_they_are_refused(
-            cobra, [CompressedImage(header=CobraClient.header(next(STAMPS)), format=f, data=d) for f, d in bad],
-            topic="image/compressed", last_good=(jpeg, decoded), expect=expect)
+            cobra,
+            [
+                CompressedImage(header=CobraClient.header(next(STAMPS)), format=f, data=d)
+                for f, d in bad
+            ],
+            topic="image/compressed",
+            last_good=(jpeg, decoded),
+            expect=expect,
+        )
     finally:
         (result,) = cobra.set_parameters(transport="raw")
         assert result.successful
@@ -279,23 +356,43 @@ def after_reason(msg):
     return str(refused.value)
 
 
+def counts(cobra, newer_than):
+    """Camera "image" counts and the model's job counts, from one diagnostics report."""
+    camera = {kv.key: kv.value for kv in cobra.status("camera image", newer_than).values}
+    model = {kv.key: kv.value for kv in cobra.status(": model", newer_than).values}
+    keys = ("received", "rejected", "dropped", "taken", "waiting", "lost", "encoded", "failed")
+    found = {k: int(camera[k]) for k in keys}
+    found["jobs"] = int(model["jobs_done"]) + int(model["jobs_failed"])
+    return found
+
+
 def _send_bad_frames_and_check_they_are_refused(cobra, messages, topic, last_good, expect):
     good_msg, good_rgb = last_good
     start = time.monotonic()
-    before = cobra.camera_counts(newer_than=start)
+    before = counts(cobra, newer_than=start)
     for msg in messages:
         cobra.publish(msg, topic)
-        time.sleep(0.02)  # pacing only: best-effort delivery of a burst could lose some
+    # Best effort: a frame DDS overwrote while the executor was busy shows as a sequence gap once
+    # a later one from this publisher arrives, so the last one is sent until all are counted.
+    copies = 0
 
     def all_counted():
-        counts = cobra.camera_counts(newer_than=time.monotonic() - 0.5)
-        return counts if counts["rejected"] >= before["rejected"] + len(messages) else None
+        nonlocal copies
+        cobra.publish(messages[-1], topic)
+        copies += 1
+        now = counts(cobra, newer_than=time.monotonic())
+        seen = now["received"] + now["lost"] - before["received"] - before["lost"]
+        return now if seen >= len(messages) + copies - 1 else None
 
-    after = cobra.wait_for(all_counted, 30, "the bad frames to be counted", poll=0.2)
-    assert after["rejected"] == before["rejected"] + len(messages)
-    assert after["received"] == sum(after[k] for k in ("rejected", "dropped", "encoded", "failed", "waiting"))
+    after = cobra.wait_for(all_counted, 60, "the bad frames to be counted", poll=0.0)
+    rejected, lost = after["rejected"] - before["rejected"], after["lost"] - before["lost"]
+    assert after["received"] - before["received"] == rejected >= copies  # every one refused
+    # (+1: a copy of an earlier test's frame, revealed as a gap by the first of these)
+    assert len(messages) + copies - 1 <= rejected + lost <= len(messages) + copies + 1
+    assert after["received"] == sum(after[k] for k in ("rejected", "dropped", "taken", "waiting"))
     status = cobra.status("camera image", newer_than=start)
-    assert status.level == DiagnosticStatus.WARN and status.message.endswith(after_reason(messages[-1]))
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message.endswith(after_reason(messages[-1]))
     # the node keeps answering about the last good frame
     reply = cobra.yes_no(FRAME_QUESTION)
     assert stamp(reply.image_stamp) == stamp(good_msg.header)
@@ -303,11 +400,20 @@ def _send_bad_frames_and_check_they_are_refused(cobra, messages, topic, last_goo
 
 
 def _raw(h, w, encoding, data, step, bigendian=0):
-    return Image(header=CobraClient.header(next(STAMPS)), height=h, width=w, encoding=encoding, step=step,
-                 data=data, is_bigendian=bigendian)
+    return Image(
+        header=CobraClient.header(next(STAMPS)),
+        height=h,
+        width=w,
+        encoding=encoding,
+        step=step,
+        data=data,
+        is_bigendian=bigendian,
+    )
 
 
-def test_malformed_raw_frames_are_rejected_counted_and_the_last_good_frame_kept(cobra, node, expect):
+def test_malformed_raw_frames_are_rejected_counted_and_the_last_good_frame_kept(
+    cobra, node, expect
+):
     good = frame(8)
     good_msg = image(good)
     cobra.show(good_msg)
@@ -320,8 +426,12 @@ def test_malformed_raw_frames_are_rejected_counted_and_the_last_good_frame_kept(
         _raw(96, 128, "rgb8", bytes((row - 1) * 96), row - 1),  # step smaller than a row
         _raw(96, 128, "RGB8", bytes(row * 96), row),  # misspelled encoding
         _raw(96, 128, "bayer_rggb8", bytes(128 * 96), 128),  # unsupported
-        _raw(96, 128, "rgb16", bytes(row * 2 * 96), row * 2, bigendian=1),  # big-endian 16-bit colour
-        _raw(8000, 8000, "rgb8", bytes(64), 24000),  # 8000x8000 (claimed; refused before the data is read)
+        _raw(
+            96, 128, "rgb16", bytes(row * 2 * 96), row * 2, bigendian=1
+        ),  # big-endian 16-bit colour
+        _raw(
+            8000, 8000, "rgb8", bytes(64), 24000
+        ),  # 8000x8000 (claimed; refused before the data is read)
     ]
     _send_bad_frames_and_check_they_are_refused(cobra, bad, "image", (good_msg, good), expect)
     warnings = node.log().count("frame rejected")
@@ -352,11 +462,15 @@ TEMPLATE_INJECTIONS = [
 def test_hostile_questions_get_clear_errors_or_plain_text_treatment(cobra, expect, tiny_engine):
     for question, reason in HOSTILE.items():
         for reply in (cobra.ask(question), cobra.yes_no(question)):
-            assert not reply.success and re.search(reason, reply.message), (question[:20], reply.message)
+            assert not reply.success and re.search(reason, reply.message), (
+                question[:20],
+                reply.message,
+            )
         status, result, _ = cobra.describe(prompt=question) if question else (None, None, None)
         if question:  # an empty prompt means the node's default prompt
-            assert status == GoalStatus.STATUS_ABORTED and re.search(reason.replace("question", "prompt"),
-                                                                     result.message)
+            assert status == GoalStatus.STATUS_ABORTED and re.search(
+                reason.replace("question", "prompt"), result.message
+            )
     rgb = frame(10)
     cobra.show(image(rgb))
     for question in TEMPLATE_INJECTIONS:
@@ -364,24 +478,29 @@ def test_hostile_questions_get_clear_errors_or_plain_text_treatment(cobra, expec
         assert ids.count(tiny_engine.tokenizer.eos_id) == 1  # only the template's own end of turn
         reply = cobra.ask(question, max_new_tokens=4)
         assert reply.success and reply.answer == expect.text(rgb, question, 4)
-        assert cobra.yes_no(question).probability == pytest.approx(expect.p(rgb, question), abs=SAME)
+        assert cobra.yes_no(question).probability == pytest.approx(
+            expect.p(rgb, question), abs=SAME
+        )
 
 
 def test_a_fast_camera_and_a_slow_model_build_no_backlog(cobra):
-    """30 Hz frames while every description takes TOKEN_LIMIT tokens: frames are dropped, answers stay fresh."""
+    """30 Hz frames while every description takes TOKEN_LIMIT tokens: the model takes one frame
+    per job and the others are dropped, never queued; every frame sent is accounted for.
+
+    Nothing here depends on how fast this machine is: a starved executor may let DDS overwrite
+    frames before the node sees them, and the node counts those as lost (sequence gaps)."""
     (result,) = cobra.set_parameters(max_new_tokens=TOKEN_LIMIT)
     assert result.successful
     try:
         start = time.monotonic()
-        before = cobra.camera_counts(newer_than=start)
+        before = counts(cobra, newer_than=start)
         stop, sent = threading.Event(), []
         rgb = frame(11)
 
         def camera():
             while not stop.is_set():
                 now = time.time()
-                msg = to_image_msg(rgb, CobraClient.header(int(now), int(now % 1 * 1e9)))
-                cobra.publish(msg)
+                cobra.publish(to_image_msg(rgb, CobraClient.header(int(now), int(now % 1 * 1e9))))
                 sent.append(now)
                 stop.wait(1 / 30)
 
@@ -390,44 +509,58 @@ def test_a_fast_camera_and_a_slow_model_build_no_backlog(cobra):
         replies = []
         try:
             while time.monotonic() - start < 6.0:
-                t0 = time.time()
-                reply = cobra.yes_no("Is the red moon left of the blue cube?")
-                replies.append((t0, time.time(), reply))
+                replies.append(cobra.yes_no("Is the red moon left of the blue cube?"))
                 stop.wait(0.2)
         finally:
             stop.set()
             thread.join()
+        # The newest frame wins: a last frame, sent (same publisher) until the node answers about
+        # it, ends the stream; every frame before it was received or shows as a sequence gap.
+        last = image(frame(12))
+        copies = 0
+
+        def answered_about_last():
+            nonlocal copies
+            cobra.publish(last)
+            copies += 1
+            return stamp(cobra.yes_no(FRAME_QUESTION).image_stamp) == stamp(last.header)
+
+        cobra.wait_for(answered_about_last, 60, "an answer about the last frame", poll=0.05)
+        after = counts(cobra, newer_than=time.monotonic())
         with cobra._lock:
             described = [d for d in cobra.descriptions if d.header.stamp.sec >= int(sent[0])]
-        after = cobra.camera_counts(newer_than=time.monotonic())
 
-        assert all(r.success for _, _, r in replies), [r.message for _, _, r in replies if not r.success]
-        # the answered frame was at most a moment old when the request arrived: no queue of old frames
-        for asked, answered, reply in replies:
-            frame_time = reply.image_stamp.sec + reply.image_stamp.nanosec / 1e9
-            assert frame_time >= asked - 0.5, f"answer about a frame {asked - frame_time:.2f} s older than the request"
-        latencies = [answered - asked for asked, answered, _ in replies]
-        third = max(1, len(latencies) // 3)
-        assert described and max(d.num_tokens for d in described) == TOKEN_LIMIT  # the model really was slow
-        # No queue: a late request waits at most for the description in progress (as long as the slowest one
-        # took, counted twice for scheduling), never for a backlog of them.
-        slowest_s = max(d.encode_ms + d.prefill_ms + d.decode_ms for d in described) / 1000
-        assert statistics.median(latencies[-third:]) <= 2 * slowest_s + 0.5, (latencies, slowest_s)
-        received = after["received"] - before["received"]
-        dropped = after["dropped"] - before["dropped"]
-        lost = after["lost"] - before["lost"]
-        # Best effort: when the model thread starves the executor DDS may overwrite frames before delivery;
-        # the node must still account for every frame (received, or lost by sequence gap) and drop, not queue.
-        assert received + lost >= len(sent) - 3 and received >= 0.3 * len(sent), (len(sent), after, before)
-        assert dropped >= 0.5 * received, (len(sent), after, before)
-        assert after["received"] == sum(after[k] for k in ("rejected", "dropped", "encoded", "failed", "waiting"))
+        assert all(r.success for r in replies), [r.message for r in replies if not r.success]
+        delta = {k: after[k] - before[k] for k in after}
+        # every snapshot adds up (the mailbox counts change under one lock)
+        for c in (before, after):
+            assert c["received"] == c["rejected"] + c["dropped"] + c["taken"] + c["waiting"], c
+        # every frame accounted for: received or lost; the last copy (and a copy of an earlier
+        # test's frame, revealed as a gap) may be the only ones at the edges
+        accounted = delta["received"] + delta["lost"]
+        assert len(sent) + copies - 1 <= accounted <= len(sent) + copies + 1, (len(sent), delta)
+        # no backlog: the model took one frame per job at most (one job may be running at each
+        # snapshot), and dropped the rest
+        assert delta["taken"] <= delta["jobs"] + 2, delta
+        assert 0 <= after["taken"] - after["encoded"] - after["failed"] <= 1, after  # 1: encoding
+        assert delta["rejected"] == 0 and delta["dropped"] >= delta["received"] - delta["jobs"] - 3
+        assert described and max(d.num_tokens for d in described) == TOKEN_LIMIT  # slow model
+        # answers never go back to an older frame
+        answered = [stamp(r.image_stamp) for r in replies]
+        assert answered == sorted(answered)
+        # No queue of requests: a request waits at most for the description in progress (the
+        # node's own times, measured in this run; twice the slowest, for scheduling).
+        slowest_ms = max(d.encode_ms + d.prefill_ms + d.decode_ms for d in described)
+        late = [r.latency_ms for r in replies[-max(1, len(replies) // 3) :]]
+        assert statistics.median(late) <= 2 * slowest_ms + 500, (late, slowest_ms)
     finally:
         (result,) = cobra.set_parameters(max_new_tokens=DESCRIBE_TOKENS)
         assert result.successful
 
 
 def test_model_path_changes_at_run_time(cobra, expect, tiny_model_dir, tmp_path):
-    """A bad path is refused at once; a model that fails to load is refused and the old one keeps serving."""
+    """A bad path is refused at once; a model that fails to load is refused and the old one is
+    loaded again; a good one is served once the set_parameters reply comes."""
     rgb = frame(12)
     cobra.show(image(rgb))
     (missing,) = cobra.set_parameters(model_path=str(tmp_path / "missing"))
@@ -436,13 +569,20 @@ def test_model_path_changes_at_run_time(cobra, expect, tiny_model_dir, tmp_path)
     pwned = tmp_path / "pwned"
     evil = write_pickled_model_copy(tiny_model_dir, tmp_path / "evil", pwned)
     (accepted,) = cobra.set_parameters(model_path=str(evil))
-    assert accepted.successful  # the directory looks complete: the load itself finds the pickled object
-    cobra.wait_for(lambda: cobra.get_parameters("model_path")["model_path"] == str(tiny_model_dir), 60,
-                   "model_path to revert")
-    status = cobra.status(": model", newer_than=time.monotonic())  # a report made after the refusal
-    assert "refused" in status.message and "pickled" in status.message and "still serving" in status.message
+    assert (
+        accepted.successful
+    )  # the directory looks complete: the load itself finds the pickled object
+    cobra.wait_for(
+        lambda: cobra.get_parameters("model_path")["model_path"] == str(tiny_model_dir),
+        60,
+        "model_path to revert",
+    )
+    status = cobra.status(": model", newer_than=time.monotonic())  # a report after the refusal
+    assert status.level == DiagnosticStatus.WARN and "refused" in status.message
+    assert "pickled" in status.message and f"serving {tiny_model_dir} again" in status.message
     assert not pwned.exists()
-    assert cobra.yes_no(FRAME_QUESTION).probability == pytest.approx(expect.p(rgb), abs=SAME)
+    # the old model was configured again: a fresh start, so it needs a frame again
+    assert cobra.show(image(rgb)).probability == pytest.approx(expect.p(rgb), abs=SAME)
 
     import cobra_ros
     from cobra_ros.cli.init import init_model_dir
@@ -453,8 +593,9 @@ def test_model_path_changes_at_run_time(cobra, expect, tiny_model_dir, tmp_path)
     p_other = other.yes_no(other.encode(rgb), FRAME_QUESTION)
     assert abs(p_other - expect.p(rgb)) > 10 * SAME
     (switched,) = cobra.set_parameters(model_path=str(other_dir))
-    assert switched.successful
-    cobra.wait_for(lambda: abs(cobra.yes_no(FRAME_QUESTION).probability - p_other) < SAME, 60,
-                   "answers from the new model", poll=0.2)
+    assert switched.successful  # the reply comes once the node is active again, on the new model
+    status = cobra.status(": model", newer_than=time.monotonic())
+    assert status.level == DiagnosticStatus.OK and "(active)" in status.message
+    assert cobra.show(image(rgb)).probability == pytest.approx(p_other, abs=SAME)
     (back,) = cobra.set_parameters(model_path=str(tiny_model_dir))
     assert back.successful

@@ -1,4 +1,6 @@
-"""Node parameters: config/cobra.yaml matches the declarations, and each rule refuses with a reason."""
+"""Node parameters: config/cobra.yaml matches the declarations, and each rule refuses with a
+reason."""
+
 import re
 import shutil
 from pathlib import Path
@@ -15,10 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_yaml_holds_every_parameter_with_its_declared_default():
-    yaml_params = yaml.safe_load((ROOT / "config" / "cobra.yaml").read_text())["/**"]["ros__parameters"]
+    yaml_params = yaml.safe_load((ROOT / "config" / "cobra.yaml").read_text())["/**"][
+        "ros__parameters"
+    ]
     assert set(yaml_params) == set(params.SPECS)
     for name, spec in params.SPECS.items():
-        assert (yaml_params[name], type(yaml_params[name])) == (spec.default, type(spec.default)), name
+        assert (yaml_params[name], type(yaml_params[name])) == (
+            spec.default,
+            type(spec.default),
+        ), name
 
 
 def test_descriptors_carry_description_range_and_read_only():
@@ -28,25 +35,43 @@ def test_descriptors_carry_description_range_and_read_only():
         assert desc.read_only == spec.read_only
         if spec.range is not None:
             (bounds,) = desc.floating_point_range or desc.integer_range
-            assert (bounds.from_value, bounds.to_value) == spec.range and bounds.from_value <= spec.default
-    assert params.descriptor("describe_rate_hz", params.SPECS["describe_rate_hz"]).floating_point_range
+            assert (
+                bounds.from_value,
+                bounds.to_value,
+            ) == spec.range and bounds.from_value <= spec.default
+    assert params.descriptor(
+        "describe_rate_hz", params.SPECS["describe_rate_hz"]
+    ).floating_point_range
     assert params.descriptor("queue_size", params.SPECS["queue_size"]).read_only
 
 
-@pytest.mark.parametrize("name, value, others, reason", [
-    ("transport", "udp", {}, "transport 'udp' is not one of raw, compressed"),
-    ("dtype", "int4", {}, "dtype 'int4' is not one of"),
-    ("device", "tpu:0", {}, "device 'tpu:0'"),
-    ("device", "meta", {}, "only cpu and cuda"),
-    ("prompt", "", {"max_question_chars": 100}, "prompt is empty"),
-    ("prompt", "x" * 101, {"max_question_chars": 100}, "prompt is 101 characters long"),
-    ("max_new_tokens", 300, {"max_new_tokens_limit": 256}, r"max_new_tokens \(300\) must not exceed"),
-    ("max_new_tokens_limit", 10, {"max_new_tokens": 64}, r"max_new_tokens \(64\) must not exceed"),
-    ("image_topics", [], {}, "image_topics is empty"),
-    ("image_topics", ["image", "image"], {}, "duplicates"),
-    ("image_topics", ["camera/1image"], {}, "not a valid topic name"),
-    ("model_path", " ", {}, "model_path is empty"),
-])
+@pytest.mark.parametrize(
+    "name, value, others, reason",
+    [
+        ("transport", "udp", {}, "transport 'udp' is not one of raw, compressed"),
+        ("dtype", "int4", {}, "dtype 'int4' is not one of"),
+        ("device", "tpu:0", {}, "device 'tpu:0'"),
+        ("device", "meta", {}, "only cpu and cuda"),
+        ("prompt", "", {"max_question_chars": 100}, "prompt is empty"),
+        ("prompt", "x" * 101, {"max_question_chars": 100}, "prompt is 101 characters long"),
+        (
+            "max_new_tokens",
+            300,
+            {"max_new_tokens_limit": 256},
+            r"max_new_tokens \(300\) must not exceed",
+        ),
+        (
+            "max_new_tokens_limit",
+            10,
+            {"max_new_tokens": 64},
+            r"max_new_tokens \(64\) must not exceed",
+        ),
+        ("image_topics", [], {}, "image_topics is empty"),
+        ("image_topics", ["image", "image"], {}, "duplicates"),
+        ("image_topics", ["camera/1image"], {}, "not a valid topic name"),
+        ("model_path", " ", {}, "model_path is empty"),
+    ],
+)
 def test_bad_values_are_refused_with_a_reason(name, value, others, reason):
     problem = params.check(name, value, others)
     assert problem is not None and re.search(reason, problem), problem
@@ -55,7 +80,10 @@ def test_bad_values_are_refused_with_a_reason(name, value, others, reason):
 def test_good_values_pass():
     assert params.check("transport", "compressed", {}) is None
     assert params.check("device", "cpu", {}) is None
-    assert params.check("image_topics", ["image", "wrist/image", "/abs/image", "~/private"], {}) is None
+    assert (
+        params.check("image_topics", ["image", "wrist/image", "/abs/image", "~/private"], {})
+        is None
+    )
     assert params.check("max_new_tokens", 256, {"max_new_tokens_limit": 256}) is None
 
 
@@ -81,5 +109,40 @@ def test_the_default_model_path_resolves_to_the_bundled_model(tmp_path, monkeypa
     assert ROOT / "models" / "langtable-tiny" in candidates and default_model_path() in candidates
     bundled = tmp_path / "checkout" / "models" / "langtable-tiny"
     bundled.mkdir(parents=True)
-    monkeypatch.setattr(params, "model_path_candidates", lambda value: [tmp_path / "missing", bundled])
+    monkeypatch.setattr(
+        params, "model_path_candidates", lambda value: [tmp_path / "missing", bundled]
+    )
     assert params.resolve_model_path("models/langtable-tiny") == bundled
+
+
+def test_dtype_choices_are_the_model_cores_list():
+    from cobra_ros.model.engine import DTYPES
+
+    desc = params.descriptor("dtype", params.SPECS["dtype"])
+    assert desc.additional_constraints == "one of: " + ", ".join(DTYPES)
+    assert all(params.check("dtype", name, {}) is None for name in DTYPES)
+
+
+def test_settings_have_a_field_per_declared_parameter():
+    from dataclasses import fields
+
+    assert [f.name for f in fields(params.Settings)] == list(params.SPECS)
+
+
+def test_the_replay_node_declares_its_parameters_with_the_same_helpers():
+    from cobra_ros.ros import replay_node
+
+    for name, spec in replay_node.SPECS.items():
+        desc = params.descriptor(name, spec)
+        assert desc.read_only and desc.description, name
+    assert (
+        params.descriptor("transport", replay_node.SPECS["transport"]).additional_constraints
+        == "one of: raw, compressed"
+    )
+    defaults = {name: spec.default for name, spec in replay_node.SPECS.items()}
+    assert params.problems(defaults, replay_node.SPECS) == []
+    bad = {**defaults, "rate_mode": "slow", "transport": "udp"}
+    assert params.problems(bad, replay_node.SPECS) == [
+        "rate_mode 'slow' is not one of recorded, fixed, fast",
+        "transport 'udp' is not one of raw, compressed",
+    ]

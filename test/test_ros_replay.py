@@ -1,4 +1,6 @@
-"""The langtable_replay node in its own process: episode frames as a camera, with recorded timing."""
+"""The langtable_replay node in its own process: episode frames as a camera, with recorded
+timing."""
+
 import os
 import threading
 import time
@@ -32,13 +34,40 @@ def test_replay_publishes_every_frame_with_recorded_stamps_and_instructions():
         if len(frames) == len(expected):
             done.set()
 
-    client.node.create_subscription(Image, f"{NS}/image", on_image, QoSProfile(depth=len(expected)))
-    client.node.create_subscription(String, f"{NS}/instruction", lambda m: instructions.append(m.data),
-                                    QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-    replay = NodeProcess(["-r", f"__ns:={NS}", "-p", "source:=synthetic", "-p", "seed:=3", "-p", "episodes:=2",
-                          "-p", "width:=160", "-p", "height:=90", "-p", "rate_mode:=recorded", "-p", "speed:=5.0",
-                          "-p", "frame_id:=table_camera_optical_frame", "-p", "wait_for_subscribers:=1"],
-                         module="cobra_ros.ros.replay_node")
+    client.node.create_subscription(
+        Image, f"{NS}/image", on_image, QoSProfile(depth=len(expected))
+    )
+    client.node.create_subscription(
+        String,
+        f"{NS}/instruction",
+        lambda m: instructions.append(m.data),
+        QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
+    replay = NodeProcess(
+        [
+            "-r",
+            f"__ns:={NS}",
+            "-p",
+            "source:=synthetic",
+            "-p",
+            "seed:=3",
+            "-p",
+            "episodes:=2",
+            "-p",
+            "width:=160",
+            "-p",
+            "height:=90",
+            "-p",
+            "rate_mode:=recorded",
+            "-p",
+            "speed:=5.0",
+            "-p",
+            "frame_id:=table_camera_optical_frame",
+            "-p",
+            "wait_for_subscribers:=1",
+        ],
+        module="cobra_ros.ros.replay_node",
+    )
     try:
         assert done.wait(120), f"{len(frames)} of {len(expected)} frames\n{replay.log()}"
         assert replay.wait(30) == 0, replay.log()
@@ -50,14 +79,16 @@ def test_replay_publishes_every_frame_with_recorded_stamps_and_instructions():
     for got, want in zip(frames, expected):
         np.testing.assert_array_equal(to_rgb(got), want.rgb)
     assert {f.header.frame_id for f in frames} == {"table_camera_optical_frame"}
-    # stamps: the recorded 10 Hz spacing from the start, the second episode one period after the first
+    # stamps: recorded 10 Hz spacing from the start, the second episode a period after the first
     stamps = np.array([f.header.stamp.sec + f.header.stamp.nanosec * 1e-9 for f in frames])
     first_episode = sum(1 for f in expected if f.episode_index == 0)
-    recorded = [f.stamp if f.episode_index == 0 else expected[first_episode - 1].stamp + 0.1 + f.stamp
-                for f in expected]
+    recorded = [
+        f.stamp if f.episode_index == 0 else expected[first_episode - 1].stamp + 0.1 + f.stamp
+        for f in expected
+    ]
     np.testing.assert_allclose(stamps - stamps[0], recorded, atol=2e-6)
     assert instructions == [expected[0].instruction, expected[-1].instruction]
-    # speed 5: the recorded span plays in a fifth of the time (not as fast as possible, not in real time)
+    # speed 5: the recorded span plays in a fifth of the time (not flat out, not in real time)
     played = arrivals[-1] - arrivals[0]
     assert recorded[-1] / 5 * 0.8 < played < recorded[-1] / 2, played
 

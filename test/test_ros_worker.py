@@ -1,11 +1,14 @@
-"""The model worker (one thread, bounded queue) and the camera mailbox (latest frame wins), without DDS."""
+"""The model worker (one thread, bounded queue), the camera mailbox (latest frame wins) and the
+jobs that encode each frame once, without DDS."""
+
 import threading
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from cobra_ros.ros.cameras import Camera, Frame, NoFrame
+from cobra_ros.ros.cameras import Camera, Frame
+from cobra_ros.ros.jobs import ModelJobs, NoFrame
 from cobra_ros.ros.requests import RequestError, check_question, token_budget
 from cobra_ros.ros.worker import JobCancelled, ModelWorker, WorkerBusy, WorkerStopped
 
@@ -27,7 +30,7 @@ class Gate:
     def __init__(self):
         self.started, self.release = threading.Event(), threading.Event()
 
-    def __call__(self, engine, job):
+    def __call__(self, job):
         self.started.set()
         assert self.release.wait(TIMEOUT)
         return "gate"
@@ -35,25 +38,26 @@ class Gate:
 
 @pytest.fixture
 def worker():
-    w = ModelWorker(engine="engine-1", queue_size=2)
+    w = ModelWorker(queue_size=2)
     yield w
     w.stop()
 
 
-def test_jobs_run_in_order_on_one_thread_with_the_engine(worker):
+def test_jobs_run_in_order_on_one_thread(worker):
     threads, order = set(), []
 
     def job(i):
-        def fn(engine, job):
+        def fn(job):
             threads.add(threading.current_thread().name)
-            order.append((i, engine))
+            order.append(i)
             return i * 10
+
         return fn
 
     jobs = [worker.submit(job(i), f"j{i}") for i in range(2)]
     assert all(j.wait(TIMEOUT) for j in jobs)
     assert [j.result for j in jobs] == [0, 10]
-    assert order == [(0, "engine-1"), (1, "engine-1")]
+    assert order == [0, 1]
     assert threads == {"cobra_model_worker"}
 
 
@@ -61,42 +65,42 @@ def test_a_full_queue_refuses_at_once_with_a_clear_error(worker):
     gate = Gate()
     running = worker.submit(gate, "running")
     assert gate.started.wait(TIMEOUT)
-    queued = [worker.submit(lambda e, j: "ok", f"q{i}") for i in range(2)]
+    queued = [worker.submit(lambda j: "ok", f"q{i}") for i in range(2)]
     with pytest.raises(WorkerBusy, match=r"busy: 2 requests are already queued \(queue_size=2\)"):
-        worker.submit(lambda e, j: "never", "overflow")
-    assert worker.stats["busy"] == 1 and worker.queue_depth() == 2
+        worker.submit(lambda j: "never", "overflow")
+    assert worker.stats()["busy"] == 1 and worker.queue_depth() == 2
     gate.release.set()
     assert all(j.wait(TIMEOUT) for j in [running, *queued])
-    assert worker.submit(lambda e, j: "room again", "later").wait(TIMEOUT)
+    assert worker.submit(lambda j: "room again", "later").wait(TIMEOUT)
 
 
 def test_an_exception_fails_only_its_own_job(worker):
     errors = []
     worker._on_error = lambda job, err: errors.append((job.name, str(err)))
 
-    def boom(engine, job):
+    def boom(job):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
 
     bad = worker.submit(boom, "bad")
-    good = worker.submit(lambda e, j: "still here", "good")
+    good = worker.submit(lambda j: "still here", "good")
     assert bad.wait(TIMEOUT) and good.wait(TIMEOUT)
     assert isinstance(bad.error, RuntimeError) and good.result == "still here"
     assert errors == [("bad", "CUDA out of memory. Tried to allocate 2 GiB")]
-    assert worker.stats["failed"] == 1 and worker.stats["done"] == 1
+    assert worker.stats() == {"done": 1, "failed": 1, "cancelled": 0, "busy": 0}
 
 
 def test_cancelling_a_queued_job_frees_its_slot_and_a_running_one_sees_the_flag(worker):
     gate = Gate()
     seen = []
 
-    def polls_cancel(engine, job):
+    def polls_cancel(job):
         gate.started.set()
         assert gate.release.wait(TIMEOUT)
         seen.append(job.cancelled)
 
     running = worker.submit(polls_cancel, "running")
     assert gate.started.wait(TIMEOUT)
-    queued = worker.submit(lambda e, j: pytest.fail("a cancelled job ran"), "queued")
+    queued = worker.submit(lambda j: pytest.fail("a cancelled job ran"), "queued")
     queued.cancel()
     assert queued.wait(0) and isinstance(queued.error, JobCancelled)
     assert worker.queue_depth() == 0
@@ -110,44 +114,40 @@ def test_background_work_is_coalesced_and_yields_to_client_jobs(worker):
     order = []
     worker.submit(gate, "blocker")
     assert gate.started.wait(TIMEOUT)
-    assert worker.run_in_background("describe cam", lambda e, j: order.append("background"))
-    assert not worker.run_in_background("describe cam", lambda e, j: order.append("duplicate"))
-    client = worker.submit(lambda e, j: order.append("client"), "client")
+    assert worker.run_in_background("describe cam", lambda j: order.append("background"))
+    assert not worker.run_in_background("describe cam", lambda j: order.append("duplicate"))
+    client = worker.submit(lambda j: order.append("client"), "client")
     gate.release.set()
     assert client.wait(TIMEOUT)
     wait_until(lambda: len(order) == 2)
     assert order == ["client", "background"]
 
 
-def test_a_new_engine_takes_over_between_jobs(worker):
-    gate = Gate()
-    first = worker.submit(gate, "first")
-    assert gate.started.wait(TIMEOUT)
-    worker.replace_engine("engine-2")
-    second = worker.submit(lambda engine, job: (engine, job.generation), "second")
-    gate.release.set()
-    assert second.wait(TIMEOUT) and first.wait(TIMEOUT)
-    assert second.result == ("engine-2", 1)
-
-
 def test_stop_answers_every_waiting_job():
-    worker = ModelWorker(engine="e", queue_size=4)
+    worker = ModelWorker(queue_size=4)
     gate = Gate()
     running = worker.submit(gate, "running")
     assert gate.started.wait(TIMEOUT)
-    waiting = [worker.submit(lambda e, j: "x", f"w{i}") for i in range(3)]
+    waiting = [worker.submit(lambda j: "x", f"w{i}") for i in range(3)]
     threading.Timer(0.2, gate.release.set).start()
     worker.stop("shutting down")
     assert all(j.wait(0) for j in waiting)
-    assert all(isinstance(j.error, WorkerStopped) and "shutting down" in str(j.error) for j in waiting)
+    assert all(
+        isinstance(j.error, WorkerStopped) and "shutting down" in str(j.error) for j in waiting
+    )
     assert running.wait(0)
     with pytest.raises(WorkerStopped):
-        worker.submit(lambda e, j: None, "late")
+        worker.submit(lambda j: None, "late")
 
 
-# --- camera mailbox ---------------------------------------------------------------------------------------
+# --- camera mailbox and the frames the jobs encode ----------------------------------------------
 
-class FakeEngine:
+
+class CountingEngine:
+    """Encodes a frame to its first pixel value, and refuses the values in `fail_on`."""
+
+    name, device = "counting", "cpu"
+
     def __init__(self, fail_on=()):
         self.encoded, self.fail_on = [], set(fail_on)
 
@@ -158,6 +158,9 @@ class FakeEngine:
         self.encoded.append(value)
         return SimpleNamespace(value=value, encode_ms=1.0)
 
+    def yes_no(self, state, question):
+        return state.value / 255
+
 
 def frame(value, sec=0):
     header = SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=0), frame_id="cam")
@@ -166,43 +169,116 @@ def frame(value, sec=0):
 
 def assert_counts_add_up(camera):
     c = camera.counts()
-    assert c["received"] == c["rejected"] + c["dropped"] + c["encoded"] + c["failed"] + c["waiting"], c
+    assert c["received"] == c["rejected"] + c["dropped"] + c["taken"] + c["waiting"], c
 
 
-def test_latest_frame_wins_and_every_frame_is_accounted_for():
-    camera, engine = Camera("image", "/ns/image"), FakeEngine()
+@pytest.fixture
+def jobs_of():
+    made = []
+
+    def make(engine):
+        made.append(
+            ModelJobs(
+                engine,
+                "/models/counting",
+                queue_size=4,
+                report=lambda message: reports.append(message),
+            )
+        )
+        return made[-1]
+
+    reports = []
+    make.reports = reports
+    yield make
+    for jobs in made:
+        jobs.stop("test over")
+
+
+def p_yes(jobs, camera):
+    job = jobs.yes_no(camera, "?")
+    assert job.wait(TIMEOUT)
+    if job.error is not None:
+        raise job.error
+    return job.result
+
+
+def test_latest_frame_wins_is_encoded_once_and_every_frame_is_accounted_for(jobs_of):
+    camera, engine = Camera("image", "/ns/image"), CountingEngine()
+    jobs = jobs_of(engine)
     for value in range(10):
         camera.offer(frame(value))
     camera.reject("bad")
     assert_counts_add_up(camera)
-    got, state = camera.latest(engine, generation=0)
-    assert state.value == 9 and engine.encoded == [9]
-    assert camera.counts() == {"received": 11, "rejected": 1, "dropped": 9, "encoded": 1, "failed": 0, "waiting": 0,
-                               "lost": 0}
-    # no new frame: the cached state is reused, nothing is encoded again
-    assert camera.latest(engine, 0)[1] is state and engine.encoded == [9]
-    # a new model: the same frame is encoded again for it
-    assert camera.latest(engine, 1)[1] is not state and engine.encoded == [9, 9]
+    judged = p_yes(jobs, camera)
+    assert judged.frame.seq == 10 and judged.probability == 9 / 255 and engine.encoded == [9]
+    assert camera.counts() == {
+        "received": 11,
+        "rejected": 1,
+        "dropped": 9,
+        "taken": 1,
+        "waiting": 0,
+        "lost": 0,
+    }
+    # no new frame: the kept state is used again, nothing is encoded again
+    assert p_yes(jobs, camera).frame.seq == 10 and engine.encoded == [9]
+    assert jobs.frames(camera)["encoded"] == 1
     assert_counts_add_up(camera)
 
 
-def test_a_frame_that_fails_to_encode_is_skipped_and_the_last_good_one_kept():
-    failures = []
-    camera, engine = Camera("image", "/image", on_failure=failures.append), FakeEngine(fail_on={7})
+def test_a_frame_that_fails_to_encode_is_skipped_and_the_last_good_one_kept(jobs_of):
+    camera = Camera("image", "/image")
+    jobs = jobs_of(CountingEngine(fail_on={7}))
     with pytest.raises(NoFrame, match="no image received yet"):
-        camera.latest(engine, 0)
+        p_yes(jobs, camera)
     camera.offer(frame(3, sec=3))
-    camera.latest(engine, 0)
+    p_yes(jobs, camera)
     camera.offer(frame(7, sec=7))
-    got, state = camera.latest(engine, 0)
-    assert got.header.stamp.sec == 3 and state.value == 3
-    assert camera.failed == 1 and "cannot encode 7" in camera.last_problem and len(failures) == 1
+    judged = p_yes(jobs, camera)
+    assert judged.frame.header.stamp.sec == 3 and judged.probability == 3 / 255
+    frames = jobs.frames(camera)
+    assert (frames["encoded"], frames["failed"]) == (1, 1)
+    assert "cannot encode 7" in frames["last_problem"] and len(jobs_of.reports) == 1
+    assert camera.counts()["taken"] == frames["encoded"] + frames["failed"]
     assert_counts_add_up(camera)
+
+
+def test_counts_read_while_frames_arrive_and_are_taken_always_add_up():
+    """The snapshot and every update share one lock: no snapshot falls between two fields."""
+    camera, stop = Camera("image", "/image"), threading.Event()
+
+    def offer():
+        while not stop.is_set():
+            camera.offer(frame(1))
+            camera.reject("bad")
+
+    def take():
+        while not stop.is_set():
+            camera.take()
+
+    threads = [threading.Thread(target=offer), threading.Thread(target=take)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20000):
+            assert_counts_add_up(camera)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert camera.counts()["taken"] > 0
 
 
 def test_frames_lost_before_the_node_are_counted_from_sequence_gaps_per_publisher():
     camera = Camera("image", "/image")
-    for publisher, sequence in [(b"a", 1), (b"a", 2), (b"b", 7), (b"a", 5), (b"b", 8), (b"a", 6), (b"b", 12)]:
+    for publisher, sequence in [
+        (b"a", 1),
+        (b"a", 2),
+        (b"b", 7),
+        (b"a", 5),
+        (b"b", 8),
+        (b"a", 6),
+        (b"b", 12),
+    ]:
         camera.note_sequence(publisher, sequence)
     camera.note_sequence(b"c", None)  # a middleware without sequence numbers: nothing to count
     assert camera.counts()["lost"] == 2 + 3
@@ -210,7 +286,10 @@ def test_frames_lost_before_the_node_are_counted_from_sequence_gaps_per_publishe
 
 def test_concurrent_offers_are_counted_exactly():
     camera = Camera("image", "/image")
-    threads = [threading.Thread(target=lambda: [camera.offer(frame(1)) for _ in range(500)]) for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: [camera.offer(frame(1)) for _ in range(500)])
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -219,18 +298,22 @@ def test_concurrent_offers_are_counted_exactly():
     assert c["received"] == 2000 and c["dropped"] == 1999 and c["waiting"] == 1
 
 
-# --- request checks ---------------------------------------------------------------------------------------
+# --- request checks ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, reason", [
-    ("", "question is empty"),
-    (" \t\n ", "question is only whitespace"),
-    ("x" * 101, "question is 101 characters long; the limit is 100"),
-    ("left\x00right", "control character U+0000 at position 4"),
-    ("ring \x07", "control character U+0007"),
-    ("\x1b[2J clear", "control character U+001B"),
-    ("del\x7f", "control character U+007F"),
-    ("c1\x85", "control character U+0085"),
-])
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "question is empty"),
+        (" \t\n ", "question is only whitespace"),
+        ("x" * 101, "question is 101 characters long; the limit is 100"),
+        ("left\x00right", "control character U+0000 at position 4"),
+        ("ring \x07", "control character U+0007"),
+        ("\x1b[2J clear", "control character U+001B"),
+        ("del\x7f", "control character U+007F"),
+        ("c1\x85", "control character U+0085"),
+    ],
+)
 def test_bad_questions_are_refused_with_the_reason(text, reason):
     with pytest.raises(RequestError, match=reason.replace("(", r"\(").replace("+", r"\+")):
         check_question(text, max_chars=100)
@@ -246,14 +329,23 @@ def test_plain_questions_pass_stripped_and_template_markers_are_just_text():
 def test_token_budget_defaults_and_caps():
     assert token_budget(0, 64, 256) == (64, "")
     assert token_budget(10, 64, 256) == (10, "")
-    assert token_budget(1000, 64, 256) == (256, "max_new_tokens 1000 capped to 256 (parameter max_new_tokens_limit)")
+    assert token_budget(1000, 64, 256) == (
+        256,
+        "max_new_tokens 1000 capped to 256 (parameter max_new_tokens_limit)",
+    )
 
 
 def test_fuzzed_questions_are_accepted_as_text_or_refused_with_a_reason():
     import random
 
     rnd = random.Random(11)
-    alphabet = [chr(c) for c in range(0, 0x250)] + ["<|endoftext|>", "<|user|>", "\n<|assistant|>\n", "\ud7ff", "😀"]
+    alphabet = [chr(c) for c in range(0, 0x250)] + [
+        "<|endoftext|>",
+        "<|user|>",
+        "\n<|assistant|>\n",
+        "\ud7ff",
+        "😀",
+    ]
     outcomes = {"accepted": 0, "refused": 0}
     for _ in range(3000):
         text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 60)))

@@ -50,6 +50,14 @@ cmake --install "$build" >"$build/install.log" 2>&1 || { tail -50 "$build/instal
 # and two distributions of one name confuse pip and importlib.metadata.
 rm -rf "$site_packages"/cobra_ros-*.egg-info
 
+# The venv is the install prefix (share/ament_index, lib/cobra_ros): every Python started from it
+# puts the prefix on AMENT_PREFIX_PATH, so `ros2 launch cobra_ros ...` and `ros2 run cobra_ros ...`
+# find the package, and the nodes launch starts inherit it. (A ROS 2 install's own `ros2` needs
+# AMENT_PREFIX_PATH="$venv:$AMENT_PREFIX_PATH" exported instead: docs/launch.md.)
+echo 'import os, sys; p = [d for d in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)'\
+' if d]; sys.prefix in p or os.environ.__setitem__("AMENT_PREFIX_PATH", os.pathsep.join('\
+'[sys.prefix, *p]))' >"$site_packages/cobra_ros_ament_prefix.pth"
+
 "$py" -c "import cobra_ros.msg, cobra_ros.srv, cobra_ros.action"
 echo "$digest" >"$stamp"
 echo "interfaces built and installed into $venv"

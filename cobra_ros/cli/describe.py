@@ -10,6 +10,7 @@ import cv2
 
 import cobra_ros
 from cobra_ros.model.checkpoint import CheckpointError
+from cobra_ros.model.engine import DTYPES
 from cobra_ros.model.scoring import SCORING_HELP, SCORINGS
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT
 from cobra_ros.paths import default_model_path
@@ -44,7 +45,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--dtype",
         default=None,
-        choices=["float32", "bfloat16", "float16"],
+        choices=sorted(DTYPES),
         help="weights and activations (default: bfloat16 on CUDA, float32 on CPU)",
     )
     parser.add_argument(

@@ -9,7 +9,7 @@ import tempfile
 from cobra_ros.model.checkpoint import save_model_dir
 from cobra_ros.model.cobra import random_cobra
 from cobra_ros.model.config import ARCH_SPECIFIERS, GPT_NEOX_VOCAB, preset, preset_names
-from cobra_ros.model.engine import resolve_dtype
+from cobra_ros.model.engine import DTYPES, resolve_dtype
 from cobra_ros.model.tokenizer import ChatTokenizer, build_tokenizer
 
 
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--dtype",
         default="float32",
-        choices=["float32", "bfloat16", "float16"],
+        choices=sorted(DTYPES),
         help="dtype the weights are built, initialised and written in",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")

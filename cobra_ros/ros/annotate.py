@@ -23,5 +23,6 @@ def annotate(rgb: np.ndarray, text: str, max_lines: int = 4) -> np.ndarray:
     band = min(height, line_h * len(lines) + 6)
     out[:band] = (out[:band] * 0.35).astype(np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(out, line, (4, 4 + char_h + i * line_h), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        cv2.putText(out, line, (4, 4 + char_h + i * line_h), FONT, scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
     return out

@@ -1,11 +1,13 @@
 """Fast DDS transport for camera-sized frames on one host.
 
-Fast DDS's default shared-memory segment is 512 KB: a larger sample (a 640x360 rgb8 frame is 691 KB)
-goes over fragmented UDP instead, and a best-effort subscription (sensor-data QoS) then loses about half
-of them at 30 Hz. A participant profile with a larger segment keeps such frames in shared memory and
-loses none. The node counts what is lost either way (the `lost` count in its diagnostics).
+Fast DDS's default shared-memory segment is 512 KB: a larger sample (a 640x360 rgb8 frame is
+691 KB) goes over fragmented UDP instead, and a best-effort subscription (sensor-data QoS) then
+loses about half of them at 30 Hz. A participant profile with a larger segment keeps such frames
+in shared memory and loses none. The node counts what is lost either way (the `lost` count in its
+diagnostics).
 
-    FASTDDS_DEFAULT_PROFILES_FILE=<written profile> ros2 run cobra_ros cobra_node   # or use_large_frames()
+    FASTDDS_DEFAULT_PROFILES_FILE=<written profile> ros2 run cobra_ros cobra_node
+    # or, from Python: use_large_frames()
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def write_large_frames_profile(path: str | Path, segment_mb: int = 32) -> Path:
 
 
 def use_large_frames(segment_mb: int = 32) -> str:
-    """Make this process and the nodes it starts use the profile, unless a profile is already chosen."""
+    """Make this process and the nodes it starts use the profile, unless one is chosen already."""
     if not os.environ.get(PROFILES_VARIABLE):
         fd, name = tempfile.mkstemp(prefix="cobra_fastdds_", suffix=".xml")
         os.close(fd)

@@ -1,13 +1,11 @@
-"""What the node reports on /diagnostics: model timings, memory, and per-camera frame counts."""
+"""What the node measures for /diagnostics: recent model timings and memory (replies.py builds
+the messages)."""
 from __future__ import annotations
 
 import os
 import threading
 from collections import deque
 
-from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-
-OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
 class Timings:
@@ -38,7 +36,8 @@ def memory() -> dict:
     except (OSError, ValueError):
         import resource
 
-        values["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak, KB on Linux
+        # the peak, in KB on Linux
+        values["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     try:
         import torch
 
@@ -49,27 +48,3 @@ def memory() -> dict:
         pass
     return values
 
-
-def status(name: str, level: int, message: str, hardware_id: str, values: dict) -> DiagnosticStatus:
-    def text(value):
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
-                            values=[KeyValue(key=k, value=text(v)) for k, v in values.items()])
-
-
-def camera_status(node_name: str, camera, hardware_id: str, warn_for_s: float = 10.0) -> DiagnosticStatus:
-    """WARN while frames are being rejected or failing (one in the last `warn_for_s` seconds), else OK."""
-    counts = camera.counts()
-    since = camera.seconds_since_problem()
-    if since is not None and since < warn_for_s:
-        level = WARN
-        message = (f"{counts['rejected']} rejected, {counts['failed']} failed frames so far; latest "
-                   f"{since:.1f} s ago: {camera.last_problem}")
-    else:
-        level, message = OK, "receiving frames" if counts["received"] else "no frames yet"
-    values = {"topic": camera.topic, **counts, "last_problem": camera.last_problem}
-    if camera.frame is not None:
-        stamp = camera.frame.header.stamp
-        values["frame_in_use_stamp"] = f"{stamp.sec}.{stamp.nanosec:09d}"
-    return status(f"{node_name}: camera {camera.name}", level, message, hardware_id, values)

@@ -1,14 +1,15 @@
-"""Parameters of the cobra node: declarations with descriptors, validation, and a typed snapshot.
+"""Node parameters, declared once: each `Spec` holds the default, the description, the range or the
+choices, and the rule its value must pass.
 
-config/cobra.yaml holds the same names and defaults. Ranges are enforced by rclpy from the
-descriptors; everything else (choices, names, cross-parameter rules, whether a model directory
-looks loadable) by `check`, which the node runs in its on-set-parameters callback.
+From SPECS come the descriptors the cobra node declares, the `Settings` snapshot it reads them
+into, and the checks its on-set-parameters callback runs; config/cobra.yaml is checked against
+SPECS by test/test_ros_params.py. The replay node declares its own specs with the same helpers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
@@ -17,8 +18,11 @@ from cobra_ros.ros.image_conversion import DEFAULT_MAX_PIXELS
 from cobra_ros.ros.requests import RequestError, check_question
 
 TRANSPORTS = ("raw", "compressed")
-DTYPES = ("float32", "bfloat16", "float16")
-MODEL_PARAMETERS = ("model_path", "device", "dtype")  # changing one loads the model again
+MODEL_PARAMETERS = ("model_path", "device", "dtype")  # a change reconfigures the node
+
+# A rule: (value, every parameter's value with this one applied, whether to look at the file
+# system and the accelerator) -> why the value is refused, or None.
+Rule = Callable[[Any, Mapping[str, Any], bool], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -26,43 +30,86 @@ class Spec:
     default: Any
     description: str
     range: tuple | None = None
+    choices: tuple | Callable[[], tuple] | None = None  # a callable is asked when first needed
     read_only: bool = False
+    rule: Rule | None = None
 
 
-# Declared in this order: a rule that involves two parameters sees the first one already declared.
+def _dtypes() -> tuple:
+    from cobra_ros.model.engine import DTYPES  # the model core's list; importing it loads torch
+
+    return tuple(DTYPES)
+
+
+def _model_path(value, values, deep):
+    if not value.strip():
+        return "model_path is empty"
+    return model_dir_problem(value) if deep else None
+
+
+def _prompt(value, values, deep):
+    try:
+        check_question(value, values["max_question_chars"], "prompt")
+    except RequestError as err:
+        return str(err)
+    return None
+
+
+def _budget(value, values, deep):
+    budget, limit = values["max_new_tokens"], values["max_new_tokens_limit"]
+    if budget > limit:
+        return f"max_new_tokens ({budget}) must not exceed max_new_tokens_limit ({limit})"
+    return None
+
+
 SPECS: dict[str, Spec] = {
     "model_path": Spec(
         "models/langtable-tiny",
-        "Cobra model directory (release layout). A relative path is looked up in the working directory, the "
-        "package share directory, then the source tree. Set at run time, the new model loads in the background "
-        "while the old one keeps serving; a model that fails to load is refused and the value reverts."),
-    "device": Spec("cpu", "torch device: cpu, cuda or cuda:N. Changing it loads the model again."),
-    "dtype": Spec("float32", "weights dtype: float32, bfloat16 or float16. Changing it loads the model again."),
-    "max_question_chars": Spec(2000, "longest question (and prompt) accepted, in characters; longer ones are "
-                                     "refused, never truncated", (1, 1_000_000)),
-    "prompt": Spec(DESCRIBE_PROMPT, "prompt of the periodic descriptions and of Describe goals without one"),
-    "max_new_tokens_limit": Spec(256, "upper bound on max_new_tokens of any request", (1, 8192)),
+        "Cobra model directory (release layout). A relative path is looked up in the working "
+        "directory, the package share directory, then the source tree. Set at run time, the node "
+        "reconfigures (cleanup, configure); a model that fails to load is refused, the value "
+        "reverts and the old model is loaded again.", rule=_model_path),
+    "device": Spec("cpu", "torch device: cpu, cuda or cuda:N; a change reconfigures the node",
+                   rule=lambda value, values, deep: device_problem(value, check_available=deep)),
+    "dtype": Spec("float32", "weights dtype; a change reconfigures the node", choices=_dtypes),
+    "max_question_chars": Spec(2000, "longest question (and prompt) accepted, in characters; "
+                                     "longer ones are refused, never truncated", (1, 1_000_000)),
+    "prompt": Spec(DESCRIBE_PROMPT, "prompt of the periodic descriptions and of Describe goals "
+                                    "without one", rule=_prompt),
+    "max_new_tokens_limit": Spec(256, "upper bound on max_new_tokens of any request", (1, 8192),
+                                 rule=_budget),
     "max_new_tokens": Spec(64, "generation budget of descriptions and of requests that ask for 0 "
-                               "(at most max_new_tokens_limit)", (1, 8192)),
-    "describe_rate_hz": Spec(1.0, "rate of descriptions published on ~/description (node clock, so sim time "
-                                  "when use_sim_time); 0 = off. Never faster than the model or the camera.",
-                             (0.0, 100.0)),
-    "image_topics": Spec(["image"], "camera topics (relative names follow the namespace and remappings); "
-                                    "the first is the default camera of requests"),
-    "transport": Spec("raw", "raw: sensor_msgs/Image on <topic>; compressed: sensor_msgs/CompressedImage on "
-                             "<topic>/compressed"),
-    "stream_tokens": Spec(False, "publish the text so far on ~/description/stream after every token"),
-    "publish_annotated": Spec(False, "publish the frame with the latest description or answer drawn on it "
-                                     "on ~/annotated"),
-    "max_image_pixels": Spec(DEFAULT_MAX_PIXELS, "larger frames are rejected (width x height)", (1, 1 << 31)),
-    "request_timeout_s": Spec(30.0, "a request that waits longer than this for the model is answered with "
-                                    "an error (and its generation stopped)", (0.1, 3600.0)),
-    "torch_threads": Spec(0, "CPU threads torch may use (set at configure); 0 = torch's default, one per core. "
-                             "Fewer leave cores to the rest of the robot", (0, 1024)),
-    "queue_size": Spec(8, "requests that may wait for the model; further ones are refused as busy",
-                       (1, 256), read_only=True),
-    "autostart": Spec(True, "configure and activate the lifecycle node at start-up", read_only=True),
+                               "(at most max_new_tokens_limit)", (1, 8192), rule=_budget),
+    "describe_rate_hz": Spec(1.0, "rate of descriptions published on ~/description (node clock, "
+                                  "so sim time when use_sim_time); 0 = off. Never faster than the "
+                                  "model or the camera.", (0.0, 100.0)),
+    "image_topics": Spec(["image"], "camera topics (relative names follow the namespace and "
+                                    "remappings); the first is the default camera of requests",
+                         rule=lambda value, values, deep: topics_problem(value)),
+    "transport": Spec("raw", "raw: sensor_msgs/Image on <topic>; compressed: "
+                             "sensor_msgs/CompressedImage on <topic>/compressed",
+                      choices=TRANSPORTS),
+    "stream_tokens": Spec(False, "publish the text so far on ~/description/stream after every "
+                                 "token"),
+    "publish_annotated": Spec(False, "publish the frame with the latest description or answer "
+                                     "drawn on it on ~/annotated"),
+    "max_image_pixels": Spec(DEFAULT_MAX_PIXELS, "larger frames are rejected (width x height)",
+                             (1, 1 << 31)),
+    "request_timeout_s": Spec(30.0, "a request that waits longer than this for the model is "
+                                    "answered with an error (and its generation stopped)",
+                              (0.1, 3600.0)),
+    "torch_threads": Spec(0, "CPU threads torch may use (set at configure); 0 = torch's default, "
+                             "one per core. Fewer leave cores to the rest of the robot",
+                          (0, 1024)),
+    "queue_size": Spec(8, "requests that may wait for the model; further ones are refused as "
+                          "busy", (1, 256), read_only=True),
+    "autostart": Spec(True, "configure and activate the lifecycle node at start-up",
+                      read_only=True),
 }
+
+
+def choices(spec: Spec) -> tuple | None:
+    return spec.choices() if callable(spec.choices) else spec.choices
 
 
 def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
@@ -70,79 +117,62 @@ def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
     if spec.range is not None:
         low, high = spec.range
         if isinstance(spec.default, float):
-            desc.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+            desc.floating_point_range = [
+                FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
         else:
             desc.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
-    if name == "transport":
-        desc.additional_constraints = "one of: " + ", ".join(TRANSPORTS)
-    elif name == "dtype":
-        desc.additional_constraints = "one of: " + ", ".join(DTYPES)
+    if spec.choices is not None:
+        desc.additional_constraints = "one of: " + ", ".join(choices(spec))
     return desc
 
 
-def declare(node) -> None:
-    """Declare every parameter with its descriptor; values come from overrides (YAML, -p) or defaults."""
-    node.declare_parameters("", [(name, spec.default, descriptor(name, spec)) for name, spec in SPECS.items()])
+def declare(node, specs: Mapping[str, Spec] = SPECS) -> None:
+    """Declare every parameter with its descriptor; values come from overrides (YAML, -p) or
+    the defaults. rclpy enforces types, ranges and read_only; `check` the rest."""
+    node.declare_parameters("", [(name, spec.default, descriptor(name, spec))
+                                 for name, spec in specs.items()])
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The parameter values as one consistent snapshot."""
-
-    model_path: str
-    device: str
-    dtype: str
-    max_question_chars: int
-    prompt: str
-    max_new_tokens_limit: int
-    max_new_tokens: int
-    describe_rate_hz: float
-    image_topics: tuple
-    transport: str
-    stream_tokens: bool
-    publish_annotated: bool
-    max_image_pixels: int
-    request_timeout_s: float
-    torch_threads: int
-    queue_size: int
-    autostart: bool
-
-    @classmethod
-    def read(cls, node) -> "Settings":
-        values = {f.name: node.get_parameter(f.name).value for f in fields(cls)}
-        values["image_topics"] = tuple(values["image_topics"])
-        return cls(**values)
+def values(node, specs: Mapping[str, Spec] = SPECS) -> dict[str, Any]:
+    return {name: node.get_parameter(name).value for name in specs}
 
 
-def check(name: str, value: Any, others: Mapping[str, Any], check_model: bool = True) -> str | None:
+def check(name: str, value: Any, others: Mapping[str, Any], check_model: bool = True,
+          specs: Mapping[str, Spec] = SPECS) -> str | None:
     """Why `value` is not acceptable for parameter `name` (None if it is).
 
-    `others` maps the other parameter names to the values they will have. check_model=False skips
-    the checks that touch the file system or the accelerator (configure reports those).
+    `others` maps other parameter names to the values they will have; those missing take their
+    defaults. check_model=False skips the rules that look at the file system or the accelerator
+    (configure reports those).
     """
-    if name == "model_path":
-        if not value.strip():
-            return "model_path is empty"
-        return model_dir_problem(value) if check_model else None
-    if name == "device":
-        return device_problem(value, check_available=check_model)
-    if name == "dtype" and value not in DTYPES:
-        return f"dtype {value!r} is not one of {', '.join(DTYPES)}"
-    if name == "transport" and value not in TRANSPORTS:
-        return f"transport {value!r} is not one of {', '.join(TRANSPORTS)}"
-    if name == "prompt":
-        try:
-            check_question(value, others.get("max_question_chars", SPECS["max_question_chars"].default), "prompt")
-        except RequestError as err:
-            return str(err)
-    if name in ("max_new_tokens", "max_new_tokens_limit"):
-        budget = value if name == "max_new_tokens" else others.get("max_new_tokens")
-        limit = value if name == "max_new_tokens_limit" else others.get("max_new_tokens_limit")
-        if budget is not None and limit is not None and budget > limit:
-            return f"max_new_tokens ({budget}) must not exceed max_new_tokens_limit ({limit})"
-    if name == "image_topics":
-        return topics_problem(value)
-    return None
+    spec = specs[name]
+    allowed = choices(spec)
+    if allowed is not None and value not in allowed:
+        return f"{name} {value!r} is not one of {', '.join(allowed)}"
+    if spec.rule is None:
+        return None
+    every = {**{n: s.default for n, s in specs.items()}, **others, name: value}
+    return spec.rule(value, every, check_model)
+
+
+def problems(current: Mapping[str, Any], specs: Mapping[str, Spec] = SPECS,
+             check_model: bool = True) -> list[str]:
+    """Every reason a complete set of values is refused (a node checks its overrides with it)."""
+    found = (check(name, current[name], current, check_model, specs) for name in specs)
+    return [problem for problem in dict.fromkeys(found) if problem]
+
+
+def _read(cls, node) -> "Settings":
+    current = values(node)
+    current["image_topics"] = tuple(current["image_topics"])
+    return cls(**current)
+
+
+# One frozen snapshot of the cobra node's parameters, a field per spec, made from SPECS.
+Settings = make_dataclass(
+    "Settings", [(name, tuple if isinstance(spec.default, list) else type(spec.default))
+                 for name, spec in SPECS.items()],
+    frozen=True, namespace={"read": classmethod(_read), "__module__": __name__})
 
 
 def topics_problem(topics) -> str | None:
@@ -178,7 +208,7 @@ def device_problem(device: str, check_available: bool = True) -> str | None:
     return None
 
 
-# -- model_path ----------------------------------------------------------------------------------------------
+# -- model_path ----------------------------------------------------------------------------------
 
 def model_path_candidates(value: str) -> list[Path]:
     path = Path(value).expanduser()
@@ -200,14 +230,15 @@ def model_path_candidates(value: str) -> list[Path]:
 
 
 def resolve_model_path(value: str) -> Path:
-    """The first candidate directory that exists, else the first candidate (for the error message)."""
+    """The first candidate directory that exists, else the first candidate (for the message)."""
     candidates = model_path_candidates(value)
     return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def model_dir_problem(value: str) -> str | None:
-    """A quick look (config.json, the weight files) that catches mistyped paths before a load starts."""
-    from cobra_ros.model.checkpoint import CHECKPOINT, TOKENIZER_DIR, TOWER_FILES, CheckpointError, read_config
+    """A quick look (config.json, the weight files) that catches mistyped paths before a load."""
+    from cobra_ros.model.checkpoint import (CHECKPOINT, TOKENIZER_DIR, TOWER_FILES,
+                                            CheckpointError, read_config)
 
     candidates = model_path_candidates(value)
     path = resolve_model_path(value)

@@ -1,78 +1,77 @@
-"""The `langtable_replay` node: Language-Table frames as a camera, for the cobra node and for demos.
+"""The `langtable_replay` node: Language-Table frames as a camera, for the cobra node and demos.
 
-Publishes the frames of `cobra_ros.langtable.replay.iter_frames` (synthetic episodes, an RLDS version dir
-or a ROS 2 bag) as sensor_msgs/Image on `image` (or CompressedImage on `image/compressed`), and each
-episode's instruction on `instruction` (std_msgs/String, latched). Header stamps follow the recorded
-timing (10 Hz for episodes) from the time playback started, whatever the pace:
+Publishes the frames of `cobra_ros.langtable.replay.iter_frames` (synthetic episodes, an RLDS
+version dir or a ROS 2 bag) as sensor_msgs/Image on `image` (or CompressedImage on
+`image/compressed`), and each episode's instruction on `instruction` (std_msgs/String, latched).
+Header stamps follow the recorded timing (10 Hz for episodes) from the time playback started,
+whatever the pace:
   rate_mode recorded  as recorded, sped up by `speed`
   rate_mode fixed     at `rate_hz`
   rate_mode fast      as fast as frames can be made and sent
 
-    python -m cobra_ros.ros.replay_node --ros-args -p source:=synthetic -p episodes:=3 -p loop:=true
+    python -m cobra_ros.ros.replay_node --ros-args -p source:=synthetic -p episodes:=3 \
+        -p loop:=true
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
 
 import cv2
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from cobra_ros.langtable.replay import CONTROL_RATE_HZ, SyntheticSource, iter_frames, source_kind
 from cobra_ros.langtable.world import DEFAULT_SIZE
+from cobra_ros.ros import params
 from cobra_ros.ros.image_conversion import to_image_msg
+from cobra_ros.ros.params import Spec
 
 RATE_MODES = ("recorded", "fixed", "fast")
-TRANSPORTS = ("raw", "compressed")
+BIG = 1_000_000_000
 
-
-def _descriptor(description, low=None, high=None, choices=None):
-    desc = ParameterDescriptor(description=description, read_only=True)
-    if isinstance(low, float):
-        desc.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
-    elif low is not None:
-        desc.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
-    if choices:
-        desc.additional_constraints = "one of: " + ", ".join(choices)
-    return desc
-
-
-PARAMETERS = {
-    "source": ("synthetic", _descriptor("'synthetic', an RLDS version dir (Language-Table TFRecords) or a ROS 2 bag")),
-    "seed": (0, _descriptor("synthetic: world seed", 0, 2**31 - 1)),
-    "episodes": (10, _descriptor("synthetic: number of episodes", 1, 1_000_000)),
-    "width": (DEFAULT_SIZE[0], _descriptor("synthetic: image width", 16, 4096)),
-    "height": (DEFAULT_SIZE[1], _descriptor("synthetic: image height", 16, 4096)),
-    "split": ("train", _descriptor("rlds: split")),
-    "bag_topic": ("", _descriptor("bag: image topic to replay; empty = the bag's only image topic")),
-    "start_episode": (0, _descriptor("first episode to play", 0, 1_000_000_000)),
-    "max_episodes": (0, _descriptor("episodes to play; 0 = all", 0, 1_000_000_000)),
-    "max_frames": (0, _descriptor("stop after this many frames per pass; 0 = all", 0, 1_000_000_000)),
-    "rate_mode": ("recorded", _descriptor("recorded (x speed), fixed (rate_hz) or fast", choices=RATE_MODES)),
-    "speed": (1.0, _descriptor("recorded: playback speed factor", 0.01, 100.0)),
-    "rate_hz": (CONTROL_RATE_HZ, _descriptor("fixed: frames per second", 0.1, 1000.0)),
-    "loop": (False, _descriptor("start again after the last frame")),
-    "wait_for_subscribers": (0, _descriptor("wait until the image topic has this many subscribers", 0, 1000)),
-    "frame_id": ("camera_optical_frame", _descriptor("header frame_id of the images")),
-    "transport": ("raw", _descriptor("raw: Image on image; compressed: JPEG CompressedImage on image/compressed",
-                                     choices=TRANSPORTS)),
-}
+# Read once at start-up, so every one is read-only.
+SPECS = {name: Spec(*args, read_only=True, **kwargs) for name, args, kwargs in [
+    ("source", ("synthetic", "'synthetic', an RLDS version dir (Language-Table TFRecords) or a "
+                             "ROS 2 bag"), {}),
+    ("seed", (0, "synthetic: world seed", (0, 2**31 - 1)), {}),
+    ("episodes", (10, "synthetic: number of episodes", (1, 1_000_000)), {}),
+    ("width", (DEFAULT_SIZE[0], "synthetic: image width", (16, 4096)), {}),
+    ("height", (DEFAULT_SIZE[1], "synthetic: image height", (16, 4096)), {}),
+    ("split", ("train", "rlds: split"), {}),
+    ("bag_topic", ("", "bag: image topic to replay; empty = the bag's only image topic"), {}),
+    ("start_episode", (0, "first episode to play", (0, BIG)), {}),
+    ("max_episodes", (0, "episodes to play; 0 = all", (0, BIG)), {}),
+    ("max_frames", (0, "stop after this many frames per pass; 0 = all", (0, BIG)), {}),
+    ("rate_mode", ("recorded", "recorded (x speed), fixed (rate_hz) or fast"),
+     {"choices": RATE_MODES}),
+    ("speed", (1.0, "recorded: playback speed factor", (0.01, 100.0)), {}),
+    ("rate_hz", (CONTROL_RATE_HZ, "fixed: frames per second", (0.1, 1000.0)), {}),
+    ("loop", (False, "start again after the last frame"), {}),
+    ("wait_for_subscribers", (0, "wait until the image topic has this many subscribers",
+                              (0, 1000)), {}),
+    ("frame_id", ("camera_optical_frame", "header frame_id of the images"), {}),
+    ("transport", ("raw", "raw: Image on image; compressed: JPEG CompressedImage on "
+                          "image/compressed"), {"choices": params.TRANSPORTS}),
+]}
 
 
 class ReplayNode(Node):
     def __init__(self, **kwargs):
         super().__init__("langtable_replay", **kwargs)
-        self.declare_parameters("", [(name, default, desc) for name, (default, desc) in PARAMETERS.items()])
-        self.p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self._check()
+        params.declare(self, SPECS)
+        self.p = params.values(self, SPECS)
+        problems = params.problems(self.p, SPECS)
+        if problems:
+            raise ValueError("; ".join(problems))
         self.source = self._source()
         if self.p["transport"] == "compressed":
             self._images = self.create_publisher(CompressedImage, "image/compressed", 10)
@@ -84,20 +83,17 @@ class ReplayNode(Node):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="replay", daemon=True)
 
-    def _check(self) -> None:
-        for name, choices in (("rate_mode", RATE_MODES), ("transport", TRANSPORTS)):
-            if self.p[name] not in choices:
-                raise ValueError(f"{name} {self.p[name]!r} is not one of {', '.join(choices)}")
-
     def _source(self):
         if self.p["source"] == "synthetic":
-            return SyntheticSource(self.p["seed"], self.p["episodes"], (self.p["width"], self.p["height"]))
+            size = (self.p["width"], self.p["height"])
+            return SyntheticSource(self.p["seed"], self.p["episodes"], size)
         source_kind(self.p["source"])  # raises ValueError with the reason for anything else
         return self.p["source"]
 
     def _frames(self):
         return iter_frames(self.source, split=self.p["split"], topic=self.p["bag_topic"] or None,
-                           start_episode=self.p["start_episode"], max_episodes=self.p["max_episodes"] or None)
+                           start_episode=self.p["start_episode"],
+                           max_episodes=self.p["max_episodes"] or None)
 
     def start(self) -> None:
         self._thread.start()
@@ -133,7 +129,7 @@ class ReplayNode(Node):
             if self._stop.is_set() or (self.p["max_frames"] and count >= self.p["max_frames"]):
                 return
             if frame.episode_index != episode:
-                if episode is not None:  # the next episode starts one control period after the last frame
+                if episode is not None:  # the next one starts a control period after the last
                     offset += last_stamp + 1.0 / CONTROL_RATE_HZ
                 episode = frame.episode_index
                 if frame.instruction:
@@ -144,34 +140,38 @@ class ReplayNode(Node):
             delay = start_wall + due - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 return
-            header = Header(frame_id=self.p["frame_id"],
-                            stamp=(start_stamp + Duration(nanoseconds=int(round(recorded * 1e9)))).to_msg())
+            stamp = start_stamp + Duration(nanoseconds=int(round(recorded * 1e9)))
+            header = Header(frame_id=self.p["frame_id"], stamp=stamp.to_msg())
             self._images.publish(self._message(frame.rgb, header))
             self.published += 1
 
     def _message(self, rgb, header):
         if self.p["transport"] == "compressed":
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            return CompressedImage(header=header, format="rgb8; jpeg compressed bgr8", data=data.tobytes())
+            return CompressedImage(header=header, format="rgb8; jpeg compressed bgr8",
+                                   data=data.tobytes())
         return to_image_msg(rgb, header)
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    # No rclpy signal handlers: they would shut the context down at once, while the playing thread
+    # still logs; on SIGINT/SIGTERM the thread stops first and the context goes last.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = ReplayNode()
     except Exception as err:  # bad parameters or source: say why
         print(f"[langtable_replay] cannot start: {type(err).__name__}: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     node.start()
     try:
-        while rclpy.ok() and node.playing:
+        while node.playing and not stop.is_set():
             executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     finally:
         node.stop()
         executor.shutdown()

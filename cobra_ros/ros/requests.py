@@ -1,8 +1,9 @@
 """Checks on what clients send, before any of it reaches the model.
 
-Questions are plain text: the tokenizer encodes chat-template markers inside them as literal text
-(cobra_ros.model.tokenizer), so they need no escaping here; what is refused is empty text, text over
-the length limit (never silently truncated) and control characters other than tab and newlines.
+Questions are plain text: the tokenizer encodes chat-template markers inside them as literal
+text (cobra_ros.model.tokenizer), so they need no escaping here; what is refused is empty text,
+text over the length limit (never silently truncated) and control characters other than tab and
+newlines.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def check_question(text: str, max_chars: int, what: str = "question") -> str:
                            f"(parameter max_question_chars)")
     for position, char in enumerate(text):
         if char not in ALLOWED_CONTROL and unicodedata.category(char) in ("Cc", "Cs"):
-            raise RequestError(f"{what} contains the control character U+{ord(char):04X} at position {position}; "
+            raise RequestError(f"{what} contains the control character U+{ord(char):04X} at "
+                               f"position {position}; "
                                f"send plain text")
     return text.strip()
 
@@ -34,5 +36,6 @@ def token_budget(requested: int, default: int, limit: int) -> tuple[int, str]:
     if requested == 0:
         return min(default, limit), ""
     if requested > limit:
-        return limit, f"max_new_tokens {requested} capped to {limit} (parameter max_new_tokens_limit)"
+        return limit, (f"max_new_tokens {requested} capped to {limit} "
+                       f"(parameter max_new_tokens_limit)")
     return requested, ""

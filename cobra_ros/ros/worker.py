@@ -2,9 +2,12 @@
 
 Client jobs (service calls, action goals) wait in a FIFO of at most `queue_size`: when it is full a
 new job is refused at once with WorkerBusy instead of the queue growing. Background jobs (periodic
-descriptions) are coalesced by key, so there is at most one per key, and run only when no client job
-waits. A job that fails is reported and the worker goes on with the next one. A new engine handed
-over with replace_engine() takes over between two jobs, so the old one serves until then.
+descriptions) are coalesced by key, so there is at most one per key, and run only when no client
+job waits. A job that fails is reported and the worker goes on with the next one.
+
+The worker knows nothing of the model: a job is a function of the job itself, `fn(job)`, and the
+jobs module (jobs.py) closes over the engine. One worker serves one loaded model; a new model gets
+a new worker (the node's configure), so no job ever sees two engines.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import threading
 from collections import OrderedDict, deque
 from typing import Any, Callable
 
-JobFunction = Callable[[Any, "Job"], Any]  # (engine, job) -> result, run on the worker thread
+JobFunction = Callable[["Job"], Any]  # job -> result, run on the worker thread
 
 
 class WorkerBusy(RuntimeError):
@@ -35,7 +38,6 @@ class Job:
         self.fn, self.name = fn, name
         self.result: Any = None
         self.error: BaseException | None = None
-        self.generation = 0  # of the engine the job ran with (set by the worker)
         self._done = threading.Event()
         self._cancel = threading.Event()
         self._worker: ModelWorker | None = None
@@ -63,27 +65,21 @@ class Job:
 
 
 class ModelWorker:
-    def __init__(self, engine, queue_size: int, on_error: Callable[[Job, BaseException], None] | None = None,
+    def __init__(self, queue_size: int,
+                 on_error: Callable[[Job, BaseException], None] | None = None,
                  name: str = "cobra_model_worker"):
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self.queue_size = queue_size
-        self._engine = engine
-        self._next_engine = None
         self._on_error = on_error
         self._cond = threading.Condition()
         self._queue: deque[Job] = deque()
         self._background: OrderedDict[str, Job] = OrderedDict()
         self._running: Job | None = None
         self._stopping = False
-        self.generation = 0  # bumped when a new engine takes over; cached frame states of older ones are stale
-        self.stats = {"done": 0, "failed": 0, "cancelled": 0, "busy": 0}
+        self._stats = {"done": 0, "failed": 0, "cancelled": 0, "busy": 0}
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-
-    @property
-    def engine(self):
-        return self._engine
 
     def submit(self, fn: JobFunction, name: str) -> Job:
         job = Job(fn, name)
@@ -91,16 +87,17 @@ class ModelWorker:
             if self._stopping:
                 raise WorkerStopped("the model is being unloaded")
             if len(self._queue) >= self.queue_size:
-                self.stats["busy"] += 1
-                raise WorkerBusy(f"busy: {len(self._queue)} requests are already queued (queue_size="
-                                 f"{self.queue_size}); try again later")
+                self._stats["busy"] += 1
+                raise WorkerBusy(f"busy: {len(self._queue)} requests are already queued "
+                                 f"(queue_size={self.queue_size}); try again later")
             job._worker = self
             self._queue.append(job)
             self._cond.notify()
         return job
 
     def run_in_background(self, key: str, fn: JobFunction) -> bool:
-        """Queue background work unless work under the same key is queued or running; True if queued."""
+        """Queue background work unless work under the same key is queued or running; True if
+        queued."""
         with self._cond:
             if self._stopping or self.has_background(key):
                 return False
@@ -111,19 +108,20 @@ class ModelWorker:
             return True
 
     def has_background(self, key: str) -> bool:
-        return key in self._background or (self._running is not None and self._running.name == key)
-
-    def replace_engine(self, engine) -> None:
-        with self._cond:
-            self._next_engine = engine
-            self._cond.notify()
+        running = self._running
+        return key in self._background or (running is not None and running.name == key)
 
     def queue_depth(self) -> int:
         with self._cond:
             return len(self._queue)
 
+    def stats(self) -> dict:
+        """Jobs done, failed, cancelled and refused as busy: one consistent snapshot."""
+        with self._cond:
+            return dict(self._stats)
+
     def stop(self, reason: str = "the model is being unloaded", timeout: float = 30.0) -> None:
-        """Fail every waiting job with `reason`, cancel the running one, and let the engine go."""
+        """Fail every waiting job with `reason`, cancel the running one, and wait for it to end."""
         with self._cond:
             self._stopping = True
             waiting = list(self._queue) + list(self._background.values())
@@ -136,7 +134,6 @@ class ModelWorker:
             job._finish(error=WorkerStopped(reason))
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
-        self._engine = self._next_engine = None
         _free_memory()
 
     def _unqueue(self, job: Job) -> None:
@@ -147,47 +144,32 @@ class ModelWorker:
                 del self._background[job.name]
             else:
                 return
-            self.stats["cancelled"] += 1
+            self._stats["cancelled"] += 1
         job._finish(error=JobCancelled(f"{job.name} cancelled before it started"))
 
     def _next_job(self) -> Job | None:
         with self._cond:
-            while not (self._stopping or self._queue or self._background or self._next_engine is not None):
+            while not (self._stopping or self._queue or self._background):
                 self._cond.wait()
             if self._stopping:
                 return None
-            if self._next_engine is not None:
-                old, self._engine, self._next_engine = self._engine, self._next_engine, None
-                self.generation += 1
-                del old
-                job = None
-            elif self._queue:
+            if self._queue:
                 job = self._queue.popleft()
             else:
                 _, job = self._background.popitem(last=False)
-            if job is not None:
-                job.generation = self.generation
             self._running = job
-        if job is None:
-            _free_memory()
         return job
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopping:
-                    return
-            job = self._next_job()
-            if job is None:
-                continue
+        while (job := self._next_job()) is not None:
             try:
-                result, error = job.fn(self._engine, job), None
+                result, error = job.fn(job), None
             except Exception as err:  # one failing job must not take the worker down
                 result, error = None, err
                 _recover_from(err)
             with self._cond:
                 self._running = None
-                self.stats["failed" if error is not None else "done"] += 1
+                self._stats["failed" if error is not None else "done"] += 1
             if error is not None and self._on_error is not None:
                 try:
                     self._on_error(job, error)
