@@ -268,11 +268,30 @@ INVALID = {
     "image_topics": (["bad topic!"], "'bad topic!' is not a valid topic name"),
     "model_path": ("/nonexistent/cobra", "no such directory"),
     "dtype": ("int8", "dtype 'int8' is not one of float32, bfloat16, float16"),
+    "scoring": ("gqa", "scoring 'gqa' is not one of plain, pope, vsr"),
     "device": ("tpu", "device 'tpu'"),
     "prompt": ("  ", "prompt is only whitespace"),
     "queue_size": (16, "read-only"),
     "stream_tokens": ("yes", "Wrong parameter type"),
 }
+
+
+def test_the_scoring_parameter_asks_yes_no_as_the_release_scores_it(cobra, tiny_engine):
+    rgb = frame(4)
+    state = tiny_engine.encode(rgb)
+    cobra.show(image(rgb))
+    try:
+        for scoring in ("pope", "vsr"):
+            (result,) = cobra.set_parameters(scoring=scoring)
+            assert result.successful, result.reason
+            reply = cobra.yes_no(FRAME_QUESTION)
+            wanted = tiny_engine.yes_no(state, FRAME_QUESTION, scoring=scoring)
+            assert reply.success and reply.probability == pytest.approx(wanted, abs=SAME)
+        plain = tiny_engine.yes_no(state, FRAME_QUESTION)
+        assert abs(plain - wanted) > 10 * SAME  # so the check can tell the scorings apart
+    finally:
+        (result,) = cobra.set_parameters(scoring="plain")
+        assert result.successful
 
 
 def test_invalid_parameters_are_refused_with_a_reason(cobra):

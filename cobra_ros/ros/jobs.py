@@ -89,8 +89,9 @@ class ModelJobs:
         return self._worker.submit(
             lambda job: self._ask(job, camera, question, budget, on_text, cancel_requested), name)
 
-    def yes_no(self, camera: Camera, question: str) -> Job:
-        return self._worker.submit(lambda job: self._yes_no(camera, question), "ask_yes_no")
+    def yes_no(self, camera: Camera, question: str, scoring: str = "plain") -> Job:
+        return self._worker.submit(lambda job: self._yes_no(camera, question, scoring),
+                                   "ask_yes_no")
 
     def describe_new_frame(self, camera: Camera, prompt: str, budget: int,
                            on_text: TextCallback | None, on_done: Callable[[Asked], None]) -> bool:
@@ -146,10 +147,10 @@ class ModelJobs:
                          tokens_per_second=answer.tokens_per_second)
         return Asked(frame, state.encode_ms, answer)
 
-    def _yes_no(self, camera, question) -> Judged:
+    def _yes_no(self, camera, question, scoring) -> Judged:
         frame, state = self._latest(camera)
         started = time.perf_counter()
-        probability = self._engine.yes_no(state, question)
+        probability = self._engine.yes_no(state, question, scoring=scoring)
         self.timings.add(prefill_ms=(time.perf_counter() - started) * 1000.0)
         return Judged(frame, probability)
 

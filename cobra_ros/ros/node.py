@@ -379,7 +379,8 @@ class CobraNode(LifecycleNode):
             camera = self._camera(request.camera)
         except RequestError as err:
             return self._refuse(response, str(err))
-        judged, problem = self._wait(lambda jobs: jobs.yes_no(camera, question))
+        judged, problem = self._wait(
+            lambda jobs: jobs.yes_no(camera, question, self.settings.scoring))
         if problem:
             return self._refuse(response, problem)
         self._count("answered")

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from cobra_ros.model.scoring import SCORING_HELP, SCORINGS
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT
 from cobra_ros.ros.image_conversion import DEFAULT_MAX_PIXELS
 from cobra_ros.ros.requests import RequestError, check_question
@@ -72,6 +73,8 @@ SPECS: dict[str, Spec] = {
     "device": Spec("cpu", "torch device: cpu, cuda or cuda:N; a change reconfigures the node",
                    rule=lambda value, values, deep: device_problem(value, check_available=deep)),
     "dtype": Spec("float32", "weights dtype; a change reconfigures the node", choices=_dtypes),
+    "scoring": Spec("plain", SCORING_HELP + "; ~/ask_yes_no answers P(yes) (P(True) for vsr)",
+                    choices=tuple(SCORINGS)),
     "max_question_chars": Spec(2000, "longest question (and prompt) accepted, in characters; "
                                      "longer ones are refused, never truncated", (1, 1_000_000)),
     "prompt": Spec(DESCRIBE_PROMPT, "prompt of the periodic descriptions and of Describe goals "

@@ -29,7 +29,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from cobra_ros.langtable.replay import CONTROL_RATE_HZ, SyntheticSource, iter_frames, source_kind
+from cobra_ros.langtable.replay import CONTROL_RATE_HZ, SOURCE_HELP, iter_frames, make_source
 from cobra_ros.langtable.world import DEFAULT_SIZE
 from cobra_ros.ros import params
 from cobra_ros.ros.image_conversion import to_image_msg
@@ -40,12 +40,11 @@ BIG = 1_000_000_000
 
 # Read once at start-up, so every one is read-only.
 SPECS = {name: Spec(*args, read_only=True, **kwargs) for name, args, kwargs in [
-    ("source", ("synthetic", "'synthetic', an RLDS version dir (Language-Table TFRecords) or a "
-                             "ROS 2 bag"), {}),
-    ("seed", (0, "synthetic: world seed", (0, 2**31 - 1)), {}),
-    ("episodes", (10, "synthetic: number of episodes", (1, 1_000_000)), {}),
-    ("width", (DEFAULT_SIZE[0], "synthetic: image width", (16, 4096)), {}),
-    ("height", (DEFAULT_SIZE[1], "synthetic: image height", (16, 4096)), {}),
+    ("source", ("synthetic", SOURCE_HELP), {}),
+    ("seed", (0, "synthetic and sim: world seed", (0, 2**31 - 1)), {}),
+    ("episodes", (10, "synthetic and sim: number of episodes", (1, 1_000_000)), {}),
+    ("width", (DEFAULT_SIZE[0], "synthetic and sim: image width", (16, 4096)), {}),
+    ("height", (DEFAULT_SIZE[1], "synthetic and sim: image height", (16, 4096)), {}),
     ("split", ("train", "rlds: split"), {}),
     ("bag_topic", ("", "bag: image topic to replay; empty = the bag's only image topic"), {}),
     ("start_episode", (0, "first episode to play", (0, BIG)), {}),
@@ -84,11 +83,9 @@ class ReplayNode(Node):
         self._thread = threading.Thread(target=self._play, name="replay", daemon=True)
 
     def _source(self):
-        if self.p["source"] == "synthetic":
-            size = (self.p["width"], self.p["height"])
-            return SyntheticSource(self.p["seed"], self.p["episodes"], size)
-        source_kind(self.p["source"])  # raises ValueError with the reason for anything else
-        return self.p["source"]
+        # raises ValueError with the reason for a spec that is no source
+        return make_source(self.p["source"], self.p["seed"], self.p["episodes"],
+                           (self.p["width"], self.p["height"]))
 
     def _frames(self):
         return iter_frames(self.source, split=self.p["split"], topic=self.p["bag_topic"] or None,
