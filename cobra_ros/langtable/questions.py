@@ -418,7 +418,7 @@ def _choice(rng, options):
     return options[int(rng.integers(len(options)))]
 
 
-def _worded(example: Example, family: str, rng, standard: bool) -> Example:
+def worded(example: Example, family: str, rng, standard: bool) -> Example:
     """`example` (a plain yes/no question) put in `family`'s words; a negation flips it."""
     names = [_name_text(n) for n in example.blocks]
     text = wording.yes_no_text(example.relation, names, family, rng)
@@ -452,7 +452,7 @@ def locate_examples(shown, rng, size, all_shown: bool) -> list:
     """The release's grounding turn about visible blocks: by name ("the red moon"), by a unique
     colour or shape ("the red block", "the star"), and, with every block seen, by relation ("the
     block left of the green star", "the block closest to ...", "the leftmost block")."""
-    boxed = [b for b in shown if b.bbox is not None and b.bbox[2] > b.bbox[0]]
+    boxed = [b for b in shown if getattr(b, "bbox", None) and b.bbox[2] > b.bbox[0]]
     if not boxed:
         return []
     out = []
@@ -534,13 +534,36 @@ def scene_examples_v2(blocks, rng: np.random.Generator, size, families=wording.T
     all_shown = len(shown) == len(blocks)
     plain = yes_no_questions(shown, rng, per_relation, [], RELATIONS[:-1], context=blocks)
     plain += presence_v2(shown, rng, pool, blocks)
-    out = [_worded(e, _choice(rng, families), rng, standard) for e in plain]
+    out = [worded(e, _choice(rng, families), rng, standard) for e in plain]
     out += locate_examples(shown, rng, size, all_shown)
     if not all_shown:
         return out
     description = Example(DESCRIBE_PROMPT, describe_scene(shown), "describe", None,
                           tuple(b.name for b in shown))
     return [description] + out + open_questions_v2(shown, rng, standard)
+
+def words_only_accuracy(fit: list, score: list) -> dict:
+    """Per relation, the accuracy on `score`'s yes/no questions of a classifier that sees only
+    the words: the majority answer of each question text (case, punctuation and spacing
+    ignored) in `fit`, else its relation's majority there. ~0.5 means the words tell nothing."""
+
+    def key(text):
+        return " ".join(re.findall(r"[a-z']+", text.lower()))
+
+    votes, by_relation = {}, {}
+    for e in fit:
+        if e.label is not None:
+            votes.setdefault(key(e.question), []).append(e.label)
+            by_relation.setdefault(e.relation, []).append(e.label)
+    hits = {}
+    for e in score:
+        if e.label is None:
+            continue
+        seen = votes.get(key(e.question)) or by_relation.get(e.relation, [True])
+        guess = np.mean(seen) >= 0.5 if np.mean(seen) != 0.5 else True
+        hits.setdefault(e.relation, []).append(guess == e.label)
+    return {rel: float(np.mean(v)) for rel, v in sorted(hits.items())}
+
 
 # ---------------------------------------------------------------- mention parser
 
