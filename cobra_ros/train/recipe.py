@@ -161,6 +161,9 @@ def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, 
         last = i == len(recipe["phases"]) - 1
         target = out if last else out / "phases" / f"{i}-{phase['name']}"
         cfg = phase_config(recipe, i, previous, overrides, max_steps)
+        if data is not None and max_scenes is not None:  # a smoke run's few scenes
+            cfg.tower_batch = min(cfg.tower_batch, len(data.images))
+            cfg.scenes_per_step = min(cfg.scenes_per_step, len(data.images))
         started = time.perf_counter()
         summary = train(target, cfg, log, data=data, held_out=held_out)
         phases.append({"name": phase["name"], "seconds": time.perf_counter() - started,
