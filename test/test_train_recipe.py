@@ -57,7 +57,7 @@ def test_one_command_writes_the_model_its_recipe_version_and_figures(tmp_path, c
     assert 0 <= figures["yes_no_accuracy"] <= 1
     assert "phase more" in capsys.readouterr().out
     # the last phase continued the one before: it has that phase's towers
-    before = cobra_ros.load(out / "phases" / "1-lm").model.vision.state_dict()
+    before = cobra_ros.load(R.phase_dir(out, 1, "lm")).model.vision.state_dict()
     after = cobra_ros.load(out).model.vision.state_dict()
     assert all((before[k] == after[k]).all() for k in before)
 

@@ -18,7 +18,8 @@ randomize, families, per_relation); the sets are concatenated. A phase holds Tra
 over `base`, and `from`: "previous" (default: its towers, projector, LM and tokenizer),
 "towers-only" (the previous phase's towers under a fresh projector and LM) or "scratch". The
 last phase writes the model directory, and with it recipe.yaml, version.json (the code's git
-describe and commit, each phase's time) and eval.json / eval.png.
+describe and commit, each phase's time) and eval.json / eval.png; the earlier phases' models go
+to <out>.phases/ beside it.
 """
 from __future__ import annotations
 
@@ -145,6 +146,11 @@ def code_version() -> dict:
             "commit": git("rev-parse", "HEAD")}
 
 
+def phase_dir(out: Path, index: int, name: str) -> Path:
+    """Where phase `index` (not the last) of a run into `out` saves its model."""
+    return out.parent / f"{out.name}.phases" / f"{index}-{name}"
+
+
 def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, evaluate=True,
                log=print) -> dict:
     """Train the model `path` describes into `out` (default: the recipe's `out`)."""
@@ -159,7 +165,8 @@ def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, 
     for i, phase in enumerate(bar):
         bar.set_postfix(phase=phase["name"])
         last = i == len(recipe["phases"]) - 1
-        target = out if last else out / "phases" / f"{i}-{phase['name']}"
+        # earlier phases beside the model, not in it: the model directory stays its own size
+        target = out if last else phase_dir(out, i, phase["name"])
         cfg = phase_config(recipe, i, previous, overrides, max_steps)
         if data is not None and max_scenes is not None:  # a smoke run's few scenes
             cfg.tower_batch = min(cfg.tower_batch, len(data.images))
