@@ -468,31 +468,15 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     )
 
 
-def test_train_command_line_reads_switches_as_booleans():
-    from cobra_ros.cli.train import parse_args
-
-    out, cfg = parse_args(
-        ["--out", "m", "--memory-init", "false", "--standardise", "true", "--scene-loss", "0.5"]
-    )
-    assert (out, cfg.memory_init, cfg.standardise, cfg.scene_loss) == ("m", False, True, 0.5)
-    with pytest.raises(SystemExit):
-        parse_args(["--out", "m", "--memory-init", "maybe"])
-
-
 @pytest.mark.parametrize(
-    "argv",
+    "fields",
     [
-        ["--ldp-grid", "2"],  # the preset's projector does not pool
-        ["--init-from", "m0", "--projector", "fused-ldpnet", "--ldp-grid", "4"],
-        ["--init-from", "m0", "--towers-from", "m0"],
+        {"ldp_grid": 2},  # the preset's projector does not pool
+        {"init_from": "m0", "projector": "fused-ldpnet", "ldp_grid": 4},
+        {"init_from": "m0", "towers_from": "m0"},
     ],
 )
-def test_train_command_line_rejects_options_it_would_ignore(argv, capsys):
-    from cobra_ros.cli.train import parse_args
-
-    with pytest.raises(SystemExit):
-        parse_args(["--out", "m", *argv])
-    err = capsys.readouterr().err
-    assert "drop --" in err or "add --projector fused-ldpnet" in err, err
-    out, cfg = parse_args(["--out", "m", "--projector", "fused-ldpnet", "--ldp-grid", "2"])
-    assert (cfg.projector, cfg.ldp_grid) == ("fused-ldpnet", 2)
+def test_train_rejects_options_it_would_ignore(fields):
+    with pytest.raises(ValueError, match="drop |add projector: fused-ldpnet"):
+        train.check_config(train.TrainConfig(**fields))
+    train.check_config(train.TrainConfig(projector="fused-ldpnet", ldp_grid=2))

@@ -1,45 +1,84 @@
-"""cobra-train: train a small Cobra on synthetic Language-Table scenes, saved in release layout."""
+"""cobra-train: train a small Cobra from a recipe file (recipes/*.yaml), saved in release layout
+with the recipe, the code version (version.json), loss.png and cobra-eval's eval.json beside it.
+
+Research knobs live in the recipe (its `base` and `phases` hold TrainConfig fields, listed in
+cobra_ros/train/config.py); --set overrides one of them for every phase, for a quick try."""
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
 
-from cobra_ros.train import TrainConfig, check_config, train
+import yaml
+
+from cobra_ros.train.config import TrainConfig, check_config
+from cobra_ros.train.recipe import CHAINED, RecipeError, load_recipe, phase_config, run_recipe
 
 
-def _flag(text: str) -> bool:
-    """`--memory-init false` must mean False (bool("false") is True)."""
-    if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() in ("1", "true", "yes", "on")
+def parse_overrides(pairs) -> dict:
+    """["memory_init=false", "lr=1e-3"] as TrainConfig values of the fields' own types."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in defaults or key in CHAINED:
+            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of the "
+                             f"TrainConfig fields {sorted(set(defaults) - CHAINED)}")
+        value = yaml.safe_load(text) if text.strip() else ""
+        kind = type(defaults[key])
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is str and not isinstance(value, str):
+            value = text.strip()
+        if type(value) is not kind:
+            raise ValueError(f"--set {key}: expected a {kind.__name__}, got {text!r}")
+        out[key] = value
+    return out
 
 
-def parse_args(argv=None) -> tuple[str, TrainConfig]:
-    """The output directory and the TrainConfig that the command line asks for."""
+def parse_args(argv=None):
+    """The parsed arguments, the recipe they name and the --set overrides, all checked."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", required=True, help="model directory to write")
-    for f in fields(TrainConfig):
-        kind = _flag if isinstance(f.default, bool) else type(f.default)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
-    args = vars(parser.parse_args(argv))
-    out = args.pop("out")
-    cfg = TrainConfig(**args)
+    parser.add_argument("--recipe", required=True,
+                        help="recipe file, e.g. recipes/langtable-tiny-v2.yaml")
+    parser.add_argument("--out", default=None,
+                        help="model directory to write (default: the recipe's `out`)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a TrainConfig field in every phase (repeatable), e.g. "
+                             "--set threads=2")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="cap every phase's steps (LM and towers) at this many: a smoke run")
+    parser.add_argument("--max-scenes", type=int, default=None,
+                        help="cap every data set at this many scenes (with --max-steps: a smoke "
+                             "run that renders little)")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="skip the final cobra-eval figures (eval.json)")
+    args = parser.parse_args(argv)
     try:
-        check_config(cfg)
-    except ValueError as err:
+        overrides = parse_overrides(args.set)
+        recipe = load_recipe(args.recipe)
+        for i in range(len(recipe["phases"])):
+            check_config(phase_config(recipe, i, "previous" if i else None, overrides,
+                                      args.max_steps))
+    except (ValueError, OSError, yaml.YAMLError) as err:
         parser.error(str(err))
-    return out, cfg
+    return args, recipe, overrides
 
 
 def main(argv=None) -> None:
-    out, cfg = parse_args(argv)
-    summary = train(out, cfg)
-    # --steps 0: the towers (if any) and an untrained LM were saved
-    if summary["final_loss"] is None:
-        print(f"saved {out} in {summary['seconds']:.0f}s without LM steps")
-    else:
-        print(f"saved {out} in {summary['seconds']:.0f}s: final loss {summary['final_loss']:.3f}, "
-              f"held-out yes/no accuracy {summary['held_out_yes_no']:.3f}")
+    args, _, overrides = parse_args(argv)
+    try:
+        version = run_recipe(args.recipe, args.out, overrides, args.max_steps, args.max_scenes,
+                             evaluate=not args.no_eval)
+    except RecipeError as err:
+        raise SystemExit(f"cobra-train: {err}")
+    for phase in version["phases"]:
+        loss = "n/a" if phase["final_loss"] is None else f"{phase['final_loss']:.3f}"
+        print(f"phase {phase['name']}: {phase['seconds']:.0f}s, final loss {loss}")
+    if "eval" in version:
+        print(f"held-out yes/no {version['eval']['yes_no_accuracy']:.3f} "
+              f"({version['eval']['scenes']} scenes; all figures in eval.json)")
+    print(f"saved in {version['seconds']:.0f}s, code {version['describe']}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from cobra_ros.langtable import wording
 from cobra_ros.langtable.world import (
     ALL_BLOCKS,
     BLOCK_8,
@@ -115,6 +116,7 @@ class Example:
     label: bool | None  # yes/no questions only
     blocks: tuple = ()  # block names the question is about
     image: int = -1  # index into ExampleSet.images
+    family: str = ""  # the wording family (wording.FAMILIES) of a kind="v2" yes/no question
 
 
 # ---------------------------------------------------------------- regions and descriptions
@@ -381,6 +383,188 @@ def scene_examples(
     return [description] + questions + open_questions(shown, rng)
 
 
+# ---------------------------------------------------------------- v2: issue 18's training data
+
+LOCATE_PROMPT = (
+    "Please provide the bounding box coordinate of the region this sentence describes: "
+    '"{expression}"'
+)
+# Colours and shapes no block has: presence questions about them are always answered "No".
+MISSING_COLOURS = ("purple", "orange", "pink", "white", "black")
+MISSING_SHAPES = ("triangle", "circle", "hexagon", "heart", "cylinder")
+NONEXISTENT = "presence_missing"  # the relation of presence questions about such blocks
+
+
+def box_answer(bbox, size) -> str:
+    """The release's grounding answer: [x1, y1, x2, y2] over image width/height, 2 decimals."""
+    w, h = size
+    x1, y1, x2, y2 = bbox
+    return "[" + ", ".join(f"{v:.2f}" for v in (x1 / w, y1 / h, x2 / w, y2 / h)) + "]"
+
+
+def missing_block_text(rng: np.random.Generator) -> str:
+    """A colour/shape pair no block of the 16 has: "purple moon", "red triangle", "orange
+    block"."""
+    r = rng.random()
+    if r < 0.4:
+        shape = _choice(rng, ("moon", "cube", "star", "pentagon", "block"))
+        return f"{_choice(rng, MISSING_COLOURS)} {shape}"
+    if r < 0.8:
+        return f"{_choice(rng, COLOURS)} {_choice(rng, MISSING_SHAPES)}"
+    return f"{_choice(rng, MISSING_COLOURS)} {_choice(rng, MISSING_SHAPES)}"
+
+
+def _choice(rng, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def worded(example: Example, family: str, rng, standard: bool) -> Example:
+    """`example` (a plain yes/no question) put in `family`'s words; a negation flips it."""
+    names = [_name_text(n) for n in example.blocks]
+    text = wording.yes_no_text(example.relation, names, family, rng)
+    if not standard:
+        text = wording.typed(text, rng)
+    label = example.label != wording.negates(family)
+    return replace(example, question=text, answer="Yes" if label else "No", label=label,
+                   family=family)
+
+
+def _name_text(name: str) -> str:
+    return name if " " in name else block_text(name)
+
+
+def presence_v2(shown, rng, pool, context) -> list:
+    """Balanced presence: one visible block (Yes) and one familiar block of the pool that is not
+    on the table (No) per scene; plus one block no set has (No, relation NONEXISTENT)."""
+    on_table = {b.name for b in context}
+    absent = [n for n in pool if n not in on_table]
+    out = []
+    if shown and absent:
+        yes = shown[int(rng.integers(len(shown)))].name
+        no = absent[int(rng.integers(len(absent)))]
+        out += [Example("", "Yes", "presence", True, (yes,)),
+                Example("", "No", "presence", False, (no,))]
+    out.append(Example("", "No", NONEXISTENT, False, (missing_block_text(rng),)))
+    return out
+
+
+def locate_examples(shown, rng, size, all_shown: bool) -> list:
+    """The release's grounding turn about visible blocks: by name ("the red moon"), by a unique
+    colour or shape ("the red block", "the star"), and, with every block seen, by relation ("the
+    block left of the green star", "the block closest to ...", "the leftmost block")."""
+    boxed = [b for b in shown if getattr(b, "bbox", None) and b.bbox[2] > b.bbox[0]]
+    if not boxed:
+        return []
+    out = []
+
+    def add(expression, block):
+        out.append(Example(LOCATE_PROMPT.format(expression=expression),
+                           box_answer(block.bbox, size), "locate", None, (block.name,)))
+
+    b = boxed[int(rng.integers(len(boxed)))]
+    add(_choice(rng, (f"the {block_text(b.name)}", block_text(b.name))), b)
+    colours = [block_colour(o.name) for o in shown]
+    shapes = [block_shape(o.name) for o in shown]
+    if colours.count(block_colour(b.name)) == 1 and rng.random() < 0.5:
+        add(f"the {block_colour(b.name)} block", b)
+    elif shapes.count(block_shape(b.name)) == 1 and rng.random() < 0.5:
+        add(f"the {block_shape(b.name)}", b)
+    if not all_shown or len(shown) < 2:
+        return out
+    anchor = shown[int(rng.integers(len(shown)))]
+    relation = _choice(rng, ("left_of", "right_of", "above", "below", "closest_to"))
+    phrase = {"left_of": "left of", "right_of": "right of", "above": "above", "below": "below",
+              "closest_to": "closest to"}[relation]
+    labels = [(relation_label(relation, o, anchor, others=shown), o) for o in shown
+              if o.name != anchor.name]
+    yes = [o for label, o in labels if label]
+    if len(yes) == 1 and all(label is False for label, o in labels if o is not yes[0]):
+        if yes[0] in boxed:
+            add(f"the block {phrase} the {block_text(anchor.name)}", yes[0])
+    side = _choice(rng, ("left", "right", "top", "bottom"))
+    _, key, sign = wording.EXTREMES[side]
+    ranked = sorted(shown, key=lambda o: sign * getattr(o, key))
+    clear = sign * (getattr(ranked[1], key) - getattr(ranked[0], key)) >= SIDE_MARGIN
+    if clear and ranked[0] in boxed:
+        word = {"left": "leftmost", "right": "rightmost", "top": "topmost",
+                "bottom": "bottommost"}[side]
+        add(f"the {word} block", ranked[0])
+    return out
+
+
+def open_questions_v2(shown, rng, standard: bool) -> list:
+    """Count, closest, extreme, where, colour and shape questions, in any trained wording (the
+    standard one for the evaluation); every visible block clear of a region edge gets a where."""
+    pick = wording.pick
+    out = [Example(pick(rng, wording.COUNT_WORDINGS, standard), str(len(shown)), "count", None,
+                   tuple(b.name for b in shown))]
+    for e in where_questions(shown):
+        out.append(replace(e, question=pick(rng, wording.WHERE_WORDINGS, standard).format(
+            a=block_text(e.blocks[0]))))
+    if len(shown) >= 2:
+        a = shown[int(rng.integers(len(shown)))]
+        others = sorted((_dist(o, a), o.name) for o in shown if o.name != a.name)
+        if len(others) == 1 or others[1][0] - others[0][0] >= CLOSEST_MARGIN:
+            text = pick(rng, wording.CLOSEST_WORDINGS, standard).format(a=block_text(a.name))
+            out.append(Example(text, f"the {block_text(others[0][1])}", "closest", None,
+                               (a.name, others[0][1])))
+        side = _choice(rng, tuple(wording.EXTREMES))
+        words, key, sign = wording.EXTREMES[side]
+        ranked = sorted(shown, key=lambda b: sign * getattr(b, key))
+        if sign * (getattr(ranked[1], key) - getattr(ranked[0], key)) >= SIDE_MARGIN:
+            out.append(Example(f"Which block is {pick(rng, words, standard)}?",
+                               f"the {block_text(ranked[0].name)}", "extreme", None,
+                               (ranked[0].name,)))
+    out += [e for e in open_questions(shown, rng) if e.relation in ("colour", "shape")]
+    return out
+
+
+def scene_examples_v2(blocks, rng: np.random.Generator, size, families=wording.TRAIN_FAMILIES,
+                      per_relation: int = 1, min_visible: float = 0.5, pool=BLOCK_8,
+                      standard: bool = False) -> list:
+    """Issue 18's data for one frame of `size` (w, h): balanced yes/no questions of every
+    relation in `families`' words (a negation flips the answer), presence of absent blocks of
+    the pool and of blocks no set has, count, closest, extreme, where, colour and shape
+    answers, a description and the locate answer.
+
+    Each yes/no question's family is drawn at random, independently of its answer, so the
+    words say nothing about it. Blocks the arm hides (visible < min_visible) get no question;
+    with one hidden, counts, descriptions and relational expressions are left out."""
+    shown = [b for b in blocks if getattr(b, "visible", 1.0) >= min_visible]
+    all_shown = len(shown) == len(blocks)
+    plain = yes_no_questions(shown, rng, per_relation, [], RELATIONS[:-1], context=blocks)
+    plain += presence_v2(shown, rng, pool, blocks)
+    out = [worded(e, _choice(rng, families), rng, standard) for e in plain]
+    out += locate_examples(shown, rng, size, all_shown)
+    if not all_shown:
+        return out
+    description = Example(DESCRIBE_PROMPT, describe_scene(shown), "describe", None,
+                          tuple(b.name for b in shown))
+    return [description] + out + open_questions_v2(shown, rng, standard)
+
+def words_only_accuracy(fit: list, score: list) -> dict:
+    """Per relation, the accuracy on `score`'s yes/no questions of a classifier that sees only
+    the words: the majority answer of each question text (case, punctuation and spacing
+    ignored) in `fit`, else its relation's majority there. ~0.5 means the words tell nothing."""
+
+    def key(text):
+        return " ".join(re.findall(r"[a-z']+", text.lower()))
+
+    votes, by_relation = {}, {}
+    for e in fit:
+        if e.label is not None:
+            votes.setdefault(key(e.question), []).append(e.label)
+            by_relation.setdefault(e.relation, []).append(e.label)
+    hits = {}
+    for e in score:
+        if e.label is None:
+            continue
+        seen = votes.get(key(e.question)) or by_relation.get(e.relation, [True])
+        guess = np.mean(seen) >= 0.5 if np.mean(seen) != 0.5 else True
+        hits.setdefault(e.relation, []).append(guess == e.label)
+    return {rel: float(np.mean(v)) for rel, v in sorted(hits.items())}
+
+
 # ---------------------------------------------------------------- mention parser
 
 _SHAPE_WORDS = {
@@ -547,7 +731,8 @@ class ExampleSet:
 
 
 SCENE_SOURCES = ("sim", "2d")
-_CACHE_VERSION = 1  # bump when a scene source changes what it renders
+KINDS = ("v1", "v2")  # v1: the bundled model's questions; v2: scene_examples_v2
+_CACHE_VERSION = 2  # bump when a scene source changes what it renders
 
 
 def make_examples(
@@ -563,6 +748,9 @@ def make_examples(
     source: str = "sim",
     cache_dir=None,
     progress: bool | None = None,
+    kind: str = "v1",
+    families=None,
+    standard: bool = False,
 ) -> ExampleSet:
     """Render n_scenes random scenes and generate their examples; scene i depends on (seed, i).
 
@@ -570,9 +758,19 @@ def make_examples(
     model was trained on). image_size: int for a square (the dataset frame squashed, as the model
     sees it), (w, h), or None to keep render_size. cache_dir: keep the result on disk, keyed by
     every argument. progress: tqdm bar (None: only on a terminal).
+    kind: "v1" (scene_examples) or "v2" (scene_examples_v2, with `families` (default
+    wording.TRAIN_FAMILIES) and `standard` wordings of the short answers); block_set "ALL" draws
+    the blocks of each scene from the N_CHOOSE_K training subsets of all 16 (n_blocks then caps
+    and floors the subset's size).
     """
     if source not in SCENE_SOURCES:
         raise ValueError(f"source must be one of {SCENE_SOURCES}, not {source!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    families = tuple(wording.TRAIN_FAMILIES if families is None else families)
+    unknown = set(families) - set(wording.FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown wording families {sorted(unknown)}")
     args = (
         seed,
         n_scenes,
@@ -585,7 +783,7 @@ def make_examples(
         min_visible,
         source,
         _CACHE_VERSION,
-    )
+    ) + ((kind, families, standard) if kind != "v1" else ())
     path = None
     if cache_dir is not None:
         path = (
@@ -621,13 +819,14 @@ def make_examples(
             if (sx, sy) == (1, 1)
             else cv2.resize(frame.rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
         )
-        truths.append(
-            [replace(b, u=(b.u + 0.5) * sx - 0.5, v=(b.v + 0.5) * sy - 0.5) for b in frame.blocks]
-        )
-        examples += [
-            replace(e, image=i)
-            for e in scene_examples(frame.blocks, rng, per_relation, min_visible, block_set)
-        ]
+        truths.append([_rescaled(b, sx, sy) for b in frame.blocks])
+        if kind == "v1":
+            made = scene_examples(frame.blocks, rng, per_relation, min_visible, block_set)
+        else:
+            pool = ALL_BLOCKS if block_set == "ALL" else block_set
+            made = scene_examples_v2(frame.blocks, rng, (w, h), families, per_relation,
+                                     min_visible, pool, standard)
+        examples += [replace(e, image=i) for e in made]
     data = ExampleSet(images, truths, examples)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -638,10 +837,26 @@ def make_examples(
     return data
 
 
+def _rescaled(b, sx: float, sy: float):
+    bbox = None if b.bbox is None else (b.bbox[0] * sx, b.bbox[1] * sy, b.bbox[2] * sx,
+                                        b.bbox[3] * sy)
+    return replace(b, u=(b.u + 0.5) * sx - 0.5, v=(b.v + 0.5) * sy - 0.5, bbox=bbox)
+
+
 def _draw_count(rng, n_blocks, block_set) -> list:
     lo, hi = (n_blocks, n_blocks) if np.isscalar(n_blocks) else n_blocks
+    if block_set == "ALL":  # an N_CHOOSE_K training subset, cut to n_blocks
+        from cobra_ros.langtable.sim.world import n_choose_k_subsets
+
+        subsets = _SUBSETS.setdefault("train", n_choose_k_subsets(True))
+        subset = subsets[int(rng.integers(len(subsets)))]
+        count = min(len(subset), int(rng.integers(lo, hi + 1)))
+        return [subset[i] for i in sorted(rng.choice(len(subset), count, replace=False))]
     count = int(rng.integers(lo, hi + 1))
     return [block_set[i] for i in sorted(rng.choice(len(block_set), count, replace=False))]
+
+
+_SUBSETS = {}
 
 
 def _sim_scenes(render_size, randomize):

@@ -192,6 +192,8 @@ class BlockTruth:
     u: float  # pixel column of the top-face centre in the rendered image
     v: float  # pixel row
     visible: float  # fraction of the block's silhouette not hidden by the arm
+    # (u1, v1, u2, v2) pixel box of the visible mask (the physics world's); None when not known
+    bbox: tuple | None = None
 
 
 @dataclass

@@ -103,7 +103,7 @@ def frame_to_rendered(frame: SimFrame) -> Rendered:
             continue
         u, v = cam.project([b.xy[0], b.xy[1], b.z + BLOCK_HEIGHT])
         truths.append(BlockTruth(b.name, b.colour, b.shape, b.xy[0], b.xy[1], b.yaw, float(u),
-                                 float(v), b.visible_fraction))
+                                 float(v), b.visible_fraction, tuple(float(c) for c in b.bbox)))
     eu, ev = cam.project([frame.effector_xy[0], frame.effector_xy[1], 0.0])
     return Rendered(frame.rgb, truths, tuple(float(v) for v in frame.effector_xy),
                     (float(eu), float(ev)))
@@ -112,7 +112,9 @@ def frame_to_rendered(frame: SimFrame) -> Rendered:
 def sim_scene(sim: LangTableSim, rng: np.random.Generator, blocks, size=(320, 180),
               opts: SceneOptions = SceneOptions()) -> Rendered:
     """Reset `sim` with `blocks` on the table and render it through a randomised look."""
-    sim.reset(seed=int(rng.integers(2**31)), blocks=tuple(blocks))
+    # one block cannot take the drawn block-to-block instruction
+    sim.reset(seed=int(rng.integers(2**31)), blocks=tuple(blocks),
+              instruction="" if len(blocks) < 2 else None)
     look = sample_look(rng, opts)
     w, h = size
     render_size = (h * 4 // 3, h) if look.four_three else (w, h)

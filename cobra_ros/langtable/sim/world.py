@@ -331,8 +331,10 @@ class LangTableSim(SimBase):
         self._build()
         if blocks is not None:
             unknown = set(blocks) - set(ALL_BLOCKS)
-            if unknown or len(blocks) < 2:
-                raise ValueError(f"blocks must name at least 2 of {ALL_BLOCKS}, got {blocks!r}")
+            least = 2 if instruction is None else 1  # the drawn instruction names two blocks
+            if unknown or len(blocks) < least:
+                raise ValueError(
+                    f"blocks must name at least {least} of {ALL_BLOCKS}, got {blocks!r}")
         self.blocks_on_table = tuple(blocks) if blocks is not None else self.block_set()
         lo = np.array([X_MIN + SPAWN_BUFFER, Y_MIN + SPAWN_BUFFER])
         hi = np.array([X_MAX - SPAWN_BUFFER, Y_MAX - SPAWN_BUFFER])

@@ -1,0 +1,203 @@
+"""A recipe: the whole training of a model as one file (recipes/*.yaml), run by one command.
+
+    name: langtable-tiny-v2
+    out: models/langtable-tiny-v2      # default model directory
+    hardware: what it was measured on, how long it took
+    cache_dir: .cache/scenes           # rendered scenes, keyed by their arguments
+    data:
+      train: [{seed: 100, scenes: 6000, n_blocks: [1, 8], block_set: BLOCK_8, kind: v2}, ...]
+      held_out: {seed: 90000, scenes: 60, kind: v2}   # scored during training
+    base: {preset: langtable, lr: 0.0015, ...}         # TrainConfig fields of every phase
+    phases:                                            # run in order, each continuing the last
+      - {name: towers, steps: 0, tower_steps: 1200}
+      - {name: lm, from: towers-only, steps: 1000, ...}
+    eval: {seed: 0, scenes: 100}                       # cobra-eval's figures, into eval.json
+
+A data entry holds `questions.make_examples` arguments (source, kind, n_blocks, block_set,
+randomize, families, per_relation); the sets are concatenated. A phase holds TrainConfig fields
+over `base`, and `from`: "previous" (default: its towers, projector, LM and tokenizer),
+"towers-only" (the previous phase's towers under a fresh projector and LM) or "scratch". The
+last phase writes the model directory, and with it recipe.yaml, version.json (the code's git
+describe and commit, each phase's time) and eval.json / eval.png; the earlier phases' models go
+to <out>.phases/ beside it.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from cobra_ros.langtable import questions, world
+from cobra_ros.train.config import TrainConfig, check_config
+from cobra_ros.train.data import RENDER_SIZE, merge_sets
+from cobra_ros.train.loop import train
+
+DATA_KEYS = {"seed", "scenes", "source", "kind", "n_blocks", "block_set", "randomize",
+             "families", "per_relation", "standard", "min_visible"}
+FROM = ("previous", "towers-only", "scratch")
+CONFIG_FIELDS = {f.name for f in fields(TrainConfig)}
+# managed by the recipe: a phase's place in the chain, not a knob
+CHAINED = {"init_from", "towers_from"}
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def load_recipe(path) -> dict:
+    """The recipe at `path`, checked: unknown keys are errors, never silently ignored."""
+    recipe = yaml.safe_load(Path(path).read_text())
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping")
+    check_recipe(recipe)
+    return recipe
+
+
+def check_recipe(recipe: dict) -> None:
+    known = {"name", "out", "hardware", "cache_dir", "data", "base", "phases", "eval", "notes"}
+    if set(recipe) - known:
+        raise RecipeError(f"unknown recipe keys {sorted(set(recipe) - known)}")
+    if not recipe.get("phases"):
+        raise RecipeError("a recipe needs at least one phase")
+    data = recipe.get("data", {})
+    for entry in list(data.get("train", [])) + ([data["held_out"]] if "held_out" in data else []):
+        if set(entry) - DATA_KEYS:
+            raise RecipeError(f"unknown data keys {sorted(set(entry) - DATA_KEYS)}")
+        if "seed" not in entry or "scenes" not in entry:
+            raise RecipeError(f"a data entry needs seed and scenes: {entry}")
+    names = set()
+    for phase in recipe["phases"]:
+        keys = set(phase) - {"name", "from"}
+        bad = (keys | set(recipe.get("base", {}))) - CONFIG_FIELDS
+        if bad or keys & CHAINED:
+            raise RecipeError(f"phase {phase.get('name')}: not TrainConfig fields a recipe may "
+                              f"set: {sorted(bad | (keys & CHAINED))}")
+        if phase.get("from", "previous") not in FROM:
+            raise RecipeError(f"phase {phase.get('name')}: from must be one of {FROM}")
+        if not phase.get("name") or phase["name"] in names:
+            raise RecipeError("every phase needs a name of its own")
+        names.add(phase["name"])
+    check_config(phase_config(recipe, 0, None))  # the first phase has nothing to continue
+
+
+def phase_config(recipe: dict, index: int, previous, overrides=None,
+                 max_steps: int | None = None) -> TrainConfig:
+    """Phase `index`'s TrainConfig: base, then the phase's fields, then `overrides`; chained to
+    the `previous` phase's model directory as its `from` says."""
+    phase = recipe["phases"][index]
+    values = {**recipe.get("base", {}), **{k: v for k, v in phase.items()
+                                            if k not in ("name", "from")}, **(overrides or {})}
+    mode = phase.get("from", "previous")
+    if previous is not None and mode == "previous":
+        values["init_from"] = str(previous)
+    elif previous is not None and mode == "towers-only":
+        values["towers_from"] = str(previous)
+    if max_steps is not None:
+        for key in ("steps", "tower_steps", "first_steps", "probe_steps", "warmup"):
+            values[key] = min(values.get(key, getattr(TrainConfig, key)), max_steps)
+    cfg = TrainConfig(**values)
+    if cfg.init_from or cfg.towers_from:
+        cfg.tower_steps = 0  # continuing: the towers are already trained (and frozen)
+    return cfg
+
+
+def build_data(recipe: dict, max_scenes: int | None = None, log=print):
+    """The recipe's training mix and held-out set, rendered (or loaded from its cache_dir)."""
+    cache = recipe.get("cache_dir")
+    data = recipe.get("data", {})
+
+    def make(entry):
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in entry.items()}
+        seed, scenes = kw.pop("seed"), kw.pop("scenes")
+        if "block_set" in kw:  # a name: BLOCK_4, BLOCK_8, or ALL (the N_CHOOSE_K subsets)
+            sets = {"BLOCK_4": world.BLOCK_4, "BLOCK_8": world.BLOCK_8, "ALL": "ALL"}
+            if kw["block_set"] not in sets:
+                raise RecipeError(f"block_set must be one of {sorted(sets)}")
+            kw["block_set"] = sets[kw["block_set"]]
+        if max_scenes is not None:
+            scenes = min(scenes, max_scenes)
+        log(f"scenes: {scenes} of seed {seed} {kw}")
+        return questions.make_examples(seed, scenes, image_size=None, render_size=RENDER_SIZE,
+                                       cache_dir=cache, **kw)
+
+    train_sets = [make(e) for e in data.get("train", [])]
+    merged = merge_sets(train_sets) if train_sets else None
+    held_out = make(data["held_out"]) if "held_out" in data else None
+    return merged, held_out
+
+
+def code_version() -> dict:
+    """The code that trained: `git describe --always --dirty` and the commit, where git knows."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    return {"describe": git("describe", "--always", "--dirty", "--tags"),
+            "commit": git("rev-parse", "HEAD")}
+
+
+def phase_dir(out: Path, index: int, name: str) -> Path:
+    """Where phase `index` (not the last) of a run into `out` saves its model."""
+    return out.parent / f"{out.name}.phases" / f"{index}-{name}"
+
+
+def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, evaluate=True,
+               log=print) -> dict:
+    """Train the model `path` describes into `out` (default: the recipe's `out`)."""
+    recipe = load_recipe(path)
+    out = Path(out or recipe.get("out") or f"models/{recipe.get('name', 'model')}")
+    for i in range(len(recipe["phases"])):  # every phase checked before hours are spent
+        check_config(phase_config(recipe, i, "previous" if i else None, overrides, max_steps))
+    t0 = time.perf_counter()
+    data, held_out = build_data(recipe, max_scenes, log)
+    phases, previous = [], None
+    bar = tqdm(recipe["phases"], desc="phases", unit="phase", position=0)
+    for i, phase in enumerate(bar):
+        bar.set_postfix(phase=phase["name"])
+        last = i == len(recipe["phases"]) - 1
+        # earlier phases beside the model, not in it: the model directory stays its own size
+        target = out if last else phase_dir(out, i, phase["name"])
+        cfg = phase_config(recipe, i, previous, overrides, max_steps)
+        if data is not None and max_scenes is not None:  # a smoke run's few scenes
+            cfg.tower_batch = min(cfg.tower_batch, len(data.images))
+            cfg.scenes_per_step = min(cfg.scenes_per_step, len(data.images))
+        started = time.perf_counter()
+        summary = train(target, cfg, log, data=data, held_out=held_out)
+        phases.append({"name": phase["name"], "seconds": time.perf_counter() - started,
+                       "final_loss": summary["final_loss"],
+                       "held_out_yes_no": summary["held_out_yes_no"]})
+        previous = target
+    (out / "recipe.yaml").write_text(Path(path).read_text())
+    version = {**code_version(), "recipe": str(path), "hardware": recipe.get("hardware"),
+               "overrides": overrides or {}, "max_steps": max_steps, "max_scenes": max_scenes,
+               "seconds": time.perf_counter() - t0, "phases": phases}
+    if evaluate and recipe.get("eval"):
+        version["eval"] = write_eval(out, recipe["eval"], max_scenes)
+    (out / "version.json").write_text(json.dumps(version, indent=1) + "\n")
+    return version
+
+
+def write_eval(out: Path, spec: dict, max_scenes=None) -> dict:
+    """cobra-eval's figures for the model in `out`, into out/eval.json and eval.png."""
+    import cobra_ros
+    from cobra_ros import evaluate as ev
+
+    n = spec.get("scenes", 100) if max_scenes is None else min(spec.get("scenes", 100),
+                                                               max_scenes)
+    seed = spec.get("seed", 0)
+    engine = cobra_ros.load(out)
+    results = ev.evaluate(engine, ev.sim_scenes(seed, n, 0.0),
+                          camera_scenes=ev.sim_scenes(seed + 500_000, n, 1.0), seed=seed)
+    results.update(model=engine.name, source="scenes", seed=seed)
+    ev.write_report(results, out / "eval.json", f"{engine.name}: held-out physics-world scenes")
+    return {"yes_no_accuracy": results["yes_no_accuracy"], "scenes": n}

@@ -1,0 +1,96 @@
+"""cobra-train's recipes: phases chained as they say, one command writes the model with its
+recipe, code version and figures, and a recipe that asks for what it cannot do is refused."""
+import json
+
+import pytest
+import yaml
+
+from cobra_ros.cli.train import parse_args, parse_overrides
+from cobra_ros.train import recipe as R
+
+TINY = {
+    "name": "tiny",
+    "data": {"train": [{"seed": 1, "scenes": 10, "n_blocks": [2, 4], "source": "2d",
+                        "kind": "v2"}],
+             "held_out": {"seed": 2, "scenes": 3, "source": "2d", "kind": "v2"}},
+    "base": {"preset": "micro", "threads": 1, "scenes_per_step": 3, "questions_per_scene": 3,
+             "warmup": 1, "first_steps": 0},
+    "phases": [
+        {"name": "towers", "steps": 0, "tower_steps": 2, "tower_batch": 4},
+        {"name": "lm", "from": "towers-only", "steps": 3, "token_loss": 1.0},
+        {"name": "more", "steps": 2, "places_loss": 1.0, "places_layer": 1},
+    ],
+    "eval": {"seed": 0, "scenes": 2},
+}
+
+
+def write(tmp_path, recipe):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_phases_chain_as_their_from_says(tmp_path):
+    recipe = R.load_recipe(write(tmp_path, TINY))
+    first = R.phase_config(recipe, 0, None)
+    lm = R.phase_config(recipe, 1, "p0")
+    more = R.phase_config(recipe, 2, "p1", {"lr": 0.5}, max_steps=1)
+    assert (first.init_from, first.towers_from, first.tower_steps) == ("", "", 2)
+    assert (lm.towers_from, lm.init_from, lm.token_loss, lm.preset) == ("p0", "", 1.0, "micro")
+    assert (more.init_from, more.tower_steps, more.steps, more.lr) == ("p1", 0, 1, 0.5)
+
+
+def test_one_command_writes_the_model_its_recipe_version_and_figures(tmp_path, capsys):
+    from cobra_ros.cli.train import main
+
+    import cobra_ros
+
+    main(["--recipe", str(write(tmp_path, TINY)), "--out", str(tmp_path / "m")])
+    out = tmp_path / "m"
+    assert yaml.safe_load((out / "recipe.yaml").read_text()) == TINY
+    version = json.loads((out / "version.json").read_text())
+    assert [p["name"] for p in version["phases"]] == ["towers", "lm", "more"]
+    assert version["commit"] and len(version["commit"]) == 40
+    assert (out / "loss.png").stat().st_size > 0 and (out / "eval.png").stat().st_size > 0
+    figures = json.loads((out / "eval.json").read_text())
+    assert figures["n_scenes"] == 2 and figures["n_questions"] > 0
+    assert 0 <= figures["yes_no_accuracy"] <= 1
+    assert "phase more" in capsys.readouterr().out
+    # the last phase continued the one before: it has that phase's towers
+    before = cobra_ros.load(R.phase_dir(out, 1, "lm")).model.vision.state_dict()
+    after = cobra_ros.load(out).model.vision.state_dict()
+    assert all((before[k] == after[k]).all() for k in before)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"phases": [{"name": "a", "steps": 1, "lerning_rate": 1}]}, "lerning_rate"),
+    ({"phases": [{"name": "a", "init_from": "x"}]}, "init_from"),
+    ({"phases": [{"name": "a"}, {"name": "a"}]}, "name of its own"),
+    ({"phases": [{"name": "a", "from": "elsewhere"}]}, "from must be"),
+    ({"colour": "red"}, "unknown recipe keys"),
+    ({"data": {"train": [{"seed": 1, "scenes": 2, "shuffle": True}]}}, "unknown data keys"),
+])
+def test_a_recipe_that_asks_for_what_it_cannot_do_is_refused(tmp_path, change, message):
+    with pytest.raises(R.RecipeError, match=message):
+        R.load_recipe(write(tmp_path, {**TINY, **change}))
+
+
+def test_set_overrides_take_each_field_in_its_own_type(tmp_path, capsys):
+    assert parse_overrides(["memory_init=false", "lr=1", "projector=fused-ldpnet"]) == {
+        "memory_init": False, "lr": 1.0, "projector": "fused-ldpnet"}
+    for bad in (["memory_init=maybe"], ["steps=1.5"], ["no_such=1"], ["init_from=m"]):
+        with pytest.raises(ValueError):
+            parse_overrides(bad)
+    path = write(tmp_path, TINY)
+    with pytest.raises(SystemExit):  # the preset's projector does not pool
+        parse_args(["--recipe", str(path), "--set", "ldp_grid=2"])
+    assert "add projector: fused-ldpnet" in capsys.readouterr().err
+
+
+def test_the_repository_recipes_load_and_every_phase_checks():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[1].glob("recipes/*.yaml")):
+        recipe = R.load_recipe(path)
+        for i in range(len(recipe["phases"])):
+            R.phase_config(recipe, i, "previous" if i else None)
