@@ -173,7 +173,8 @@ class CobraEngine:
         if len({a.shape for a in arrays}) != 1:
             return [fs for a in arrays for fs in self.encode_batch([a])]
         t0 = time.perf_counter()
-        pixels = torch.from_numpy(np.stack(arrays))  # resampled on the CPU as PIL images (vision.py)
+        # resampled on the CPU as PIL images (vision.py)
+        pixels = torch.from_numpy(np.stack(arrays))
         prefix = self.model.prefix_embeds(self.model.image_tokens(pixels), self.tokenizer.bos_id)
         _, state = self.model.llm(prefix, last_only=True)
         ms = _ms_since(t0, self.device) / len(arrays)
@@ -292,11 +293,14 @@ class CobraEngine:
         probs = torch.softmax(logits / temperature, -1)
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
-    def ask(self, frame: FrameState, question: str, max_new_tokens: int = 64, on_token: TokenCallback | None = None,
-            cancel: Callable[[], bool] | None = None, **sampling) -> Answer:
-        return self.ask_batch([frame], [question], max_new_tokens, [on_token], cancel, **sampling)[0]
+    def ask(self, frame: FrameState, question: str, max_new_tokens: int = 64,
+            on_token: TokenCallback | None = None, cancel: Callable[[], bool] | None = None,
+            **sampling) -> Answer:
+        return self.ask_batch([frame], [question], max_new_tokens, [on_token], cancel,
+                              **sampling)[0]
 
-    def describe(self, image, prompt: str = DESCRIBE_PROMPT, max_new_tokens: int = 256, **kwargs) -> Answer:
+    def describe(self, image, prompt: str = DESCRIBE_PROMPT, max_new_tokens: int = 256,
+                 **kwargs) -> Answer:
         """The paper's path end to end: encode the frame, then answer the describe prompt."""
         frame = self.encode(image)
         answer = self.ask(frame, prompt, max_new_tokens, **kwargs)

@@ -1,11 +1,12 @@
 """The model side of the node: the engine, the one thread it runs on, and the frames it encoded.
 
 Only this module touches the engine, and only from jobs on the worker thread (worker.py). The node
-asks for work with `ask`, `yes_no`, `locate` and `describe_new_frame`; each job takes the camera's newest
-frame if one came since the last job, encodes it once, and keeps that frame and its FrameState
-until a newer one comes. Results are plain values (the frame and the engine's Answer or P(yes));
-replies.py turns them into messages. One ModelJobs serves one loaded model: a model change is a
-lifecycle cleanup (stop) and configure (load), so a kept FrameState never meets another model.
+asks for work with `ask`, `yes_no`, `locate` and `describe_new_frame`; each job takes the camera's
+newest frame if one came since the last job, encodes it once, and keeps that frame and its
+FrameState until a newer one comes. Results are plain values (the frame and the engine's Answer,
+P(yes) or box); replies.py turns them into messages. One ModelJobs serves one loaded model: a
+model change is a lifecycle cleanup (stop) and configure (load), so a kept FrameState never meets
+another model.
 
 Standing questions (`set_watch`) are answered on every frame of their camera that is encoded,
 by whichever job encodes it: the watch's own background job (`watch_new_frame`, queued by the
