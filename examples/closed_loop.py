@@ -59,7 +59,7 @@ class Episode:
     said_done: bool = False  # the controller stopped on its done signal
     answers: int = 0  # WatchResults received (node work on one frame each)
     calls: int = 0  # service calls to the cobra node
-    no_position: int = 0  # steps without a usable position for both blocks
+    located: int = 0  # answered frames with a table point for both blocks
     frame_agreement: list = field(default_factory=list)  # per answered frame: P>=0.5 == truth
     errors: set = field(default_factory=set)
 
@@ -150,6 +150,7 @@ def run_episode(client: LoopClient, seed: int, args, pusher: Pusher) -> Episode:
                 episode.frame_agreement.append(said == truth_at[stamp_ns(r.header)])
             yes_run = yes_run + 1 if said else 0
             found = model_positions(r, block, target)
+            episode.located += found is not None
             if args.positions == "model" and found is not None:
                 positions = found
         if not truths:
@@ -171,8 +172,7 @@ def run_episode(client: LoopClient, seed: int, args, pusher: Pusher) -> Episode:
         with client.lock:
             effector = client.effector
         if positions is None or effector is None:
-            episode.no_position += 1
-            action = (0.0, 0.0)
+            action = (0.0, 0.0)  # nothing located yet: hold still
         else:
             action = pusher.act(effector[1], positions[0], positions[1])
         client.action.publish(client.Vector3(x=float(action[0]), y=float(action[1]), z=0.0))
@@ -190,8 +190,8 @@ def summary(episodes: list, positions: str) -> dict:
         "steps / episode": float(np.mean([e.steps for e in episodes])),
         "cobra service calls / episode": float(np.mean([e.calls for e in episodes])),
         "answered frames / episode": float(np.mean([e.answers for e in episodes])),
-        "steps without positions": float(np.mean([e.no_position / max(1, e.steps)
-                                                  for e in episodes])),
+        "frames with both blocks located": float(np.mean([e.located / max(1, e.answers)
+                                                          for e in episodes])),
     }
 
 
