@@ -139,3 +139,16 @@ def test_locate_on_a_real_model_parses_or_says_why(tiny_engine, rgb):
             logits, state = lm(lm.embed(torch.tensor([[token]])), state, last_only=True)
     score = tiny_engine.answer_probability(frame, prompt, ids)
     assert math.isclose(score, sum(probs) / len(probs), abs_tol=1e-4)
+
+
+def test_locate_batch_answers_each_expression_as_alone(tiny_engine, rgb):
+    frame = tiny_engine.encode(rgb(4, 90, 160))
+    expressions = ["the red moon", "the block left of the green star", "the star"]
+    batch = tiny_engine.locate_batch([frame] * 3, expressions)
+    for expression, found in zip(expressions, batch):
+        alone = tiny_engine.ask(frame, grounding_prompt(expression), 40).text
+        assert found.text == alone
+        if isinstance(found, Located):
+            assert found.box == parse_box(alone)
+        else:
+            assert isinstance(found, GroundingError)

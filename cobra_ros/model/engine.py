@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from cobra_ros.model.checkpoint import load_model_dir
-from cobra_ros.model.grounding import box_pixels, grounding_prompt, parse_box
+from cobra_ros.model.grounding import GroundingError, box_pixels, grounding_prompt, parse_box
 from cobra_ros.model.cobra import Cobra
 from cobra_ros.model.mamba import MambaState, StaticDecoder, StaticPrefill
 from cobra_ros.model.scoring import get_scoring
@@ -307,24 +307,42 @@ class CobraEngine:
         answer.encode_ms = frame.encode_ms
         return answer
 
-    @torch.inference_mode()
     def locate(self, frame: FrameState, expression: str, image_size=None,
                max_new_tokens: int = LOCATE_TOKENS) -> Located:
         """The box of what `expression` names, asked with the release's grounding prompt and
         decoded greedily; `image_size` (width, height) for the pixel box, by default the frame's.
 
         Raises GroundingError (model/grounding.py) when the answer is not a well-formed box."""
+        found = self.locate_batch([frame], [expression], image_size, max_new_tokens)[0]
+        if isinstance(found, GroundingError):
+            raise found
+        return found
+
+    @torch.inference_mode()
+    def locate_batch(self, frames: Sequence[FrameState], expressions: Sequence[str],
+                     image_size=None, max_new_tokens: int = LOCATE_TOKENS) -> list:
+        """`locate` of each expression on its frame, decoded together (one ask_batch); a Located,
+        or the GroundingError saying why not, per expression."""
+        if not expressions:
+            return []
         t0 = time.perf_counter()
-        prompt = grounding_prompt(expression)
-        answer = self.ask(frame, prompt, max_new_tokens)
-        ms = _ms_since(t0, self.device)
-        box = parse_box(answer.text)
-        if image_size is None:
-            height, width = frame.image_shape[:2]
-        else:
-            width, height = image_size
-        return Located(box, box_pixels(box, width, height),
-                       self.answer_probability(frame, prompt, answer.token_ids), answer.text, ms)
+        prompts = [grounding_prompt(e) for e in expressions]
+        answers = self.ask_batch(frames, prompts, max_new_tokens)
+        ms = _ms_since(t0, self.device) / max(1, len(prompts))
+        out = []
+        for frame, prompt, answer in zip(frames, prompts, answers):
+            try:
+                box = parse_box(answer.text)
+            except GroundingError as err:
+                out.append(err)
+                continue
+            if image_size is None:
+                height, width = frame.image_shape[:2]
+            else:
+                width, height = image_size
+            score = self.answer_probability(frame, prompt, answer.token_ids)
+            out.append(Located(box, box_pixels(box, width, height), score, answer.text, ms))
+        return out
 
     @torch.inference_mode()
     def answer_probability(self, frame: FrameState, question: str, answer_ids) -> float:

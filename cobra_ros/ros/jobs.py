@@ -269,7 +269,7 @@ class ModelJobs:
 
     def _answer_watch(self, watch: Watch, frame: Frame, state) -> None:
         """The standing questions on a newly encoded frame: every yes/no question in one batched
-        call on the kept state, then each expression located."""
+        call on the kept state, then every expression located in one batched decode."""
         started = time.perf_counter()
         probabilities = []
         if watch.questions:
@@ -279,11 +279,10 @@ class ModelJobs:
         started = time.perf_counter()
         located, points, errors = [], [], []
         calibration = watch.calibration() if watch.expressions else None
-        for expression in watch.expressions:
-            try:
-                found = self._engine.locate(state, expression)
-            except GroundingError as err:
-                located.append(None), points.append(None), errors.append(str(err))
+        expressions = list(watch.expressions)
+        for found in self._engine.locate_batch([state] * len(expressions), expressions):
+            if isinstance(found, GroundingError):
+                located.append(None), points.append(None), errors.append(str(found))
                 continue
             point, problem = table_point(calibration, found.box)
             located.append(found), points.append(point), errors.append(problem)
