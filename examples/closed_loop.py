@@ -134,8 +134,7 @@ def run_episode(client: LoopClient, seed: int, args, pusher: Pusher) -> Episode:
     truth_at, positions, yes_run, last_truth = {}, None, 0, None
     # a world that stalled, not a slow one
     deadline = time.monotonic() + args.max_steps / max(args.rate, 1.0) * 5 + 60
-    client.take()
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # what came before the reset is dropped by its stamp
         truths, results = client.take()
         truths = [t for t in truths if stamp_ns(t.header) >= start]
         for t in truths:
