@@ -45,7 +45,7 @@ TARGETS = {
     "batch-1 decode / streaming limit": 0.75,
     "Eval_avg / mamba_ssm cg": 1.5,
     "Eval_avg / Phi transformer": 12.0,
-}  # issue 21's marks on the H200
+}  # the H200 marks the GPU path is held to (docs/PERFORMANCE.md)
 _COLORS, _SHAPES = ("red", "blue", "green", "yellow"), ("moon", "cube", "star", "pentagon")
 _RELATIONS = ("left of", "right of", "above", "below")
 
@@ -516,7 +516,7 @@ def plot(results: dict, path) -> None:
     bars.axvline(1.0, color="k", lw=0.8)
     bars.set_xscale("log")
     bars.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    bars.set_xlabel("ratio (|: issue 21's H200 mark; green: mark met, or > 1)")
+    bars.set_xlabel("ratio (|: the H200 mark; green: mark met, or > 1)")
     bars.set_title("measured in the same run")
     fig.suptitle(f"cobra-bench, {results['config']['preset']}, {results['device']}")
     fig.tight_layout()

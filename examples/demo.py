@@ -1,11 +1,11 @@
 """`make demo`: the cobra node with the bundled model, watching replayed Language-Table episodes.
 
-Three processes talk over DDS on this host: the `cobra` node, the `langtable_replay` node (held-out
-synthetic episodes at the recorded 10 Hz), and this client, which prints the node's descriptions as
-they arrive and asks spatial questions through ~/ask_yes_no and ~/ask while the episodes play.
-Every answer names the frame it is about (image_stamp); the client knows that frame's ground truth
-because it renders the same episodes itself, and it checks the node's P(yes) against the engine
-called directly on that frame.
+Three processes talk over DDS on this host: the `cobra` node, the `langtable_replay` node
+(held-out episodes of the PyBullet Language-Table world, pushed by a scripted pusher, at 10 Hz),
+and this client, which prints the node's descriptions as they arrive and asks spatial questions
+through ~/ask_yes_no and ~/ask while the episodes play. Every answer names the frame it is about
+(image_stamp); the client knows that frame's ground truth because it renders the same episodes
+itself, and it checks the node's P(yes) against the engine called directly on that frame.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from cobra_ros.evaluate import EVAL_SEED_OFFSET
 from cobra_ros.langtable import questions
-from cobra_ros.langtable.replay import SyntheticSource, iter_frames
+from cobra_ros.langtable.replay import SOURCE_HELP, iter_frames, make_source
 from cobra_ros.paths import default_model_path
 from cobra_ros.stats import percentiles
 
@@ -34,7 +34,7 @@ def _digest(rgb: np.ndarray) -> str:
 class Truths:
     """Ground truth of every replayed frame, keyed by pixel content, and the stamps it got."""
 
-    def __init__(self, source: SyntheticSource):
+    def __init__(self, source):
         self.by_digest = {_digest(f.rgb): f for f in iter_frames(source)}
         self.by_stamp, self.latest = {}, None
         self.lock = threading.Lock()
@@ -76,8 +76,11 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None,
                         help="model directory (default: the bundled models/langtable-tiny)")
     parser.add_argument("--seed", type=int, default=7,
-                        help="seed of the held-out synthetic episodes and of the questions")
-    parser.add_argument("--episodes", type=int, default=16, help="episodes to replay")
+                        help="seed of the held-out episodes and of the questions")
+    parser.add_argument("--source", default="sim:BLOCK_8",
+                        help="episodes to replay (sim, synthetic or generated only, since the "
+                             "client renders them again for their ground truth): " + SOURCE_HELP)
+    parser.add_argument("--episodes", type=int, default=6, help="episodes to replay")
     parser.add_argument("--questions-per-frame", type=int, default=4,
                         help="yes/no questions asked about each frame")
     parser.add_argument("--budget-s", type=float, default=100.0,
@@ -91,12 +94,13 @@ def main(argv=None) -> int:
 
     model = args.model or str(default_model_path())
     isolate_ros_traffic()
-    source = SyntheticSource(args.seed + EVAL_SEED_OFFSET, args.episodes, (640, 360))
-    print(
-        f"cobra demo: model {model}, {args.episodes} held-out synthetic episodes "
-        f"(seed {source.seed})",
-        flush=True,
-    )
+    seed = args.seed + EVAL_SEED_OFFSET
+    try:
+        source = make_source(args.source, seed, args.episodes, (640, 360))
+    except ValueError as err:
+        parser.error(f"--source: {err}")
+    print(f"cobra demo: model {model}, {args.episodes} held-out episodes of {args.source} "
+          f"(seed {seed})", flush=True)
     truths = Truths(source)
     engine = cobra_ros.load(model)  # the same model, called directly, to cross-check the services
     node = NodeProcess(
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
     )
     replay = NodeProcess(
         [
-            "-p", "source:=synthetic", "-p", f"seed:={source.seed}",
+            "-p", f"source:={args.source}", "-p", f"seed:={seed}",
             "-p", f"episodes:={args.episodes}", "-p", "wait_for_subscribers:=2",
             "-r", f"__ns:={NAMESPACE}",
         ],

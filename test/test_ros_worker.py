@@ -158,7 +158,7 @@ class CountingEngine:
         self.encoded.append(value)
         return SimpleNamespace(value=value, encode_ms=1.0)
 
-    def yes_no(self, state, question):
+    def yes_no(self, state, question, scoring="plain"):
         return state.value / 255
 
 

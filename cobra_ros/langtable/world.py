@@ -1,7 +1,8 @@
-"""Synthetic Language-Table look-alike: blocks on a dark board seen by the dataset's camera.
+"""The 2-D Language-Table look-alike: blocks on a dark board seen by the dataset's camera.
 
-Geometry, colours and camera follow /work/shared/reference/language_table.md (constants.py,
-blocks.py, workspace_real.urdf of google-research/language-table). The board frame is the robot's:
+The bundled model was trained on it; the PyBullet world (`cobra_ros.langtable.sim`) replaces it
+for scenes. Geometry, colours and camera follow google-research/language-table (constants.py,
+blocks.py, workspace_real.urdf). The board frame is the robot's:
 x grows away from the robot base (image bottom), y grows to the image right.
 Everything is a pure function of a seed, so a scene renders to the same pixels every time.
 """

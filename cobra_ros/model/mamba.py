@@ -6,9 +6,9 @@ Two ways through a layer, which agree numerically:
     (`prefill_scan`), or on CUDA mamba_ssm's kernel (`from_state` lets it continue a state);
   * step: the single-token recurrence used for decoding, in place on the state, so that
     `StaticDecoder` can capture a whole step as one CUDA graph.
-Module and parameter names follow the release (`backbone.layers.N.mixer.in_proj.weight`, ...), so the
-checkpoint's `llm_backbone` state dict loads under the `llm.` prefix. On CUDA with `mamba_ssm` installed
-the scan and the step use its kernels (see `kernels.py`).
+Module and parameter names follow the release (`backbone.layers.N.mixer.in_proj.weight`, ...), so
+the checkpoint's `llm_backbone` state dict loads under the `llm.` prefix. On CUDA with `mamba_ssm`
+installed the scan and the step use its kernels (see `kernels.py`).
 """
 from __future__ import annotations
 
@@ -165,7 +165,8 @@ class RMSNorm(nn.Module):
 
 
 class Mixer(nn.Module):
-    """The Mamba (S6) mixer: in_proj -> causal depthwise conv -> selective scan, gated -> out_proj."""
+    """The Mamba (S6) mixer: in_proj -> causal depthwise conv -> selective scan, gated ->
+    out_proj."""
 
     def __init__(self, cfg: MambaConfig):
         super().__init__()
