@@ -209,6 +209,7 @@ def parse_args(argv=None):
                         help="frames in a row the stop question must say yes (model positions)")
     parser.add_argument("--rate", type=float, default=10.0, help="world steps per second")
     parser.add_argument("--device", default="cpu", help="torch device of the cobra node")
+    parser.add_argument("--verbose", action="store_true", help="print every episode")
     return parser.parse_args(argv)
 
 
@@ -252,6 +253,14 @@ def main(argv=None) -> int:
         if client is not None:
             client.close()
         codes = cobra.stop(), sim.stop()
+    if args.verbose:
+        for mode, (_, episodes) in results.items():
+            for e in episodes:
+                agree = (f"{sum(e.frame_agreement)}/{len(e.frame_agreement)}"
+                         if e.frame_agreement else "-")
+                print(f"{mode:5s} seed {e.seed} {e.block} -> {e.target}: steps {e.steps}, "
+                      f"success {e.success}, said done {e.said_done}, answered {e.answers}, "
+                      f"frames agreeing {agree}")
     print_table(results)
     for mode, (_, episodes) in results.items():
         errors = sorted({e for ep in episodes for e in ep.errors})
