@@ -14,7 +14,7 @@ DEPS_STAMP := $(VENV)/.cobra-deps.stamp
 RUN_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$((RANDOM % 100 + 101))} \
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 
-.PHONY: venv test demo soak latency clean distclean
+.PHONY: venv test demo loop soak latency watch-bench clean distclean
 
 venv: $(DEPS_STAMP)
 	tools/build_interfaces.sh $(VENV)
@@ -36,15 +36,26 @@ test: venv
 demo: venv
 	$(RUN_ENV) $(PY) -m examples.demo
 
+# Block-to-block pushing in the PyBullet world, closed on the node's locate / watch answers,
+# beside the same pusher fed the simulator's ground truth.
+loop: venv
+	$(RUN_ENV) $(PY) -m examples.closed_loop
+
 soak: venv
 	$(RUN_ENV) $(PY) -m benchmarks.soak
 
 latency: venv
 	$(RUN_ENV) $(PY) -m benchmarks.ros_latency
 
+watch-bench: venv
+	$(RUN_ENV) $(PY) -m benchmarks.watch
+
 clean:
 	rm -rf build install log .pytest_cache *.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
-distclean: clean
+distwatch-bench: venv
+	$(RUN_ENV) $(PY) -m benchmarks.watch
+
+clean: clean
 	rm -rf $(VENV)

@@ -70,6 +70,15 @@ def test_descriptors_carry_description_range_and_read_only():
         ("image_topics", ["image", "image"], {}, "duplicates"),
         ("image_topics", ["camera/1image"], {}, "not a valid topic name"),
         ("model_path", " ", {}, "model_path is empty"),
+        ("watch_questions", ["Is it red?", ""], {}, "watch_questions entry '': .*empty"),
+        ("watch_questions", ["x" * 30], {"max_question_chars": 20}, "30 characters long"),
+        ("watch_questions", ["q?"] * 65, {}, "65 entries; at most 64"),
+        ("watch_questions", [1, 2], {}, "must be a list of strings"),
+        ("watch_expressions", ['the "red" moon'], {}, "no double quotes"),
+        ("watch_camera", "wrist", {"image_topics": ["image"]}, "not one of image_topics"),
+        ("calibrated_camera", "wrist", {"image_topics": ["image"]}, "not one of image_topics"),
+        ("camera_xyz", [0.1, 0.2], {}, "3 finite numbers"),
+        ("camera_rpy", [0.0, float("nan"), 0.0], {}, "3 finite numbers"),
     ],
 )
 def test_bad_values_are_refused_with_a_reason(name, value, others, reason):
@@ -85,6 +94,9 @@ def test_good_values_pass():
         is None
     )
     assert params.check("max_new_tokens", 256, {"max_new_tokens_limit": 256}) is None
+    assert params.check("watch_questions", ["Is the red moon left of the star?"], {}) is None
+    assert params.check("watch_expressions", None, {}) is None  # a YAML `[]`: no type, None
+    assert params.check("watch_camera", "wrist", {"image_topics": ["image", "wrist"]}) is None
 
 
 def test_model_directories_are_checked_before_a_load(tiny_model_dir, tmp_path, monkeypatch):

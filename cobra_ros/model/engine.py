@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cobra_ros.model.checkpoint import load_model_dir
+from cobra_ros.model.grounding import GroundingError, box_pixels, grounding_prompt, parse_box
 from cobra_ros.model.cobra import Cobra
 from cobra_ros.model.mamba import MambaState, StaticDecoder, StaticPrefill
 from cobra_ros.model.scoring import get_scoring
@@ -69,6 +70,20 @@ class Answer:
     @property
     def tokens_per_second(self) -> float:
         return 1000.0 * self.num_tokens / self.decode_ms if self.decode_ms > 0 else 0.0
+
+
+@dataclass
+class Located:
+    """A referring expression's box: normalised [x1, y1, x2, y2] and in pixels of the frame."""
+
+    box: tuple  # normalised by image width / height
+    box_pixels: tuple  # (u1, v1, u2, v2), max one past the last pixel
+    score: float  # mean probability of the answer's tokens (greedy)
+    text: str  # what the model said
+    ms: float = 0.0
+
+
+LOCATE_TOKENS = 40  # "[0.12, 0.34, 0.56, 0.78]" is 17-25 tokens in the release's tokenizers
 
 
 def _ms_since(t0: float, device: torch.device) -> float:
@@ -291,3 +306,54 @@ class CobraEngine:
         answer = self.ask(frame, prompt, max_new_tokens, **kwargs)
         answer.encode_ms = frame.encode_ms
         return answer
+
+    def locate(self, frame: FrameState, expression: str, image_size=None,
+               max_new_tokens: int = LOCATE_TOKENS) -> Located:
+        """The box of what `expression` names, asked with the release's grounding prompt and
+        decoded greedily; `image_size` (width, height) for the pixel box, by default the frame's.
+
+        Raises GroundingError (model/grounding.py) when the answer is not a well-formed box."""
+        found = self.locate_batch([frame], [expression], image_size, max_new_tokens)[0]
+        if isinstance(found, GroundingError):
+            raise found
+        return found
+
+    @torch.inference_mode()
+    def locate_batch(self, frames: Sequence[FrameState], expressions: Sequence[str],
+                     image_size=None, max_new_tokens: int = LOCATE_TOKENS) -> list:
+        """`locate` of each expression on its frame, decoded together (one ask_batch); a Located,
+        or the GroundingError saying why not, per expression."""
+        if not expressions:
+            return []
+        t0 = time.perf_counter()
+        prompts = [grounding_prompt(e) for e in expressions]
+        answers = self.ask_batch(frames, prompts, max_new_tokens)
+        ms = _ms_since(t0, self.device) / max(1, len(prompts))
+        out = []
+        for frame, prompt, answer in zip(frames, prompts, answers):
+            try:
+                box = parse_box(answer.text)
+            except GroundingError as err:
+                out.append(err)
+                continue
+            if image_size is None:
+                height, width = frame.image_shape[:2]
+            else:
+                width, height = image_size
+            score = self.answer_probability(frame, prompt, answer.token_ids)
+            out.append(Located(box, box_pixels(box, width, height), score, answer.text, ms))
+        return out
+
+    @torch.inference_mode()
+    def answer_probability(self, frame: FrameState, question: str, answer_ids) -> float:
+        """Mean probability the model gives each token of an answer, in one teacher-forced pass
+        over the question and the answer on the kept frame state."""
+        if not answer_ids:
+            return 0.0
+        prompt = self.tokenizer.prompt_ids(question, self.model.cfg.llm_max_length)
+        ids = torch.tensor([prompt + list(answer_ids)], device=self.device)
+        logits, _ = self.model.llm(self.model.llm.embed(ids), frame.state)
+        n = len(answer_ids)
+        probs = torch.softmax(logits[0, -n - 1:-1].float(), -1)
+        picked = probs[torch.arange(n), torch.tensor(list(answer_ids), device=self.device)]
+        return float(picked.mean())

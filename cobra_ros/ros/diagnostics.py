@@ -11,7 +11,7 @@ from collections import deque
 class Timings:
     """Recent model timings (the last `window` answers), averaged for reporting."""
 
-    KEYS = ("encode_ms", "prefill_ms", "decode_ms", "tokens_per_second")
+    KEYS = ("encode_ms", "prefill_ms", "decode_ms", "tokens_per_second", "locate_ms")
 
     def __init__(self, window: int = 50):
         self._lock = threading.Lock()

@@ -1,11 +1,16 @@
 """The model side of the node: the engine, the one thread it runs on, and the frames it encoded.
 
 Only this module touches the engine, and only from jobs on the worker thread (worker.py). The node
-asks for work with `ask`, `yes_no` and `describe_new_frame`; each job takes the camera's newest
-frame if one came since the last job, encodes it once, and keeps that frame and its FrameState
-until a newer one comes. Results are plain values (the frame and the engine's Answer or P(yes));
-replies.py turns them into messages. One ModelJobs serves one loaded model: a model change is a
-lifecycle cleanup (stop) and configure (load), so a kept FrameState never meets another model.
+asks for work with `ask`, `yes_no`, `locate` and `describe_new_frame`; each job takes the camera's
+newest frame if one came since the last job, encodes it once, and keeps that frame and its
+FrameState until a newer one comes. Results are plain values (the frame and the engine's Answer,
+P(yes) or box); replies.py turns them into messages. One ModelJobs serves one loaded model: a
+model change is a lifecycle cleanup (stop) and configure (load), so a kept FrameState never meets
+another model.
+
+Standing questions (`set_watch`) are answered on every frame of their camera that is encoded,
+by whichever job encodes it: the watch's own background job (`watch_new_frame`, queued by the
+node for each new frame) or a request that came first. So there is one result per encoded frame.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from cobra_ros.model.grounding import GroundingError, TableCamera
 from cobra_ros.ros import diagnostics, params
 from cobra_ros.ros.cameras import Camera, Frame
 from cobra_ros.ros.worker import Job, JobCancelled, ModelWorker, WorkerStopped
@@ -37,6 +43,55 @@ class Asked:
 class Judged:
     frame: Frame
     probability: float  # P(yes)
+
+
+@dataclass(frozen=True)
+class Found:
+    frame: Frame
+    located: Any  # cobra_ros.model.engine.Located, or None when the answer did not parse
+    point: Any = None  # (x, y, z) in the board frame, or None without a calibrated camera
+    problem: str = ""  # the GroundingError, or why a calibrated camera gave no point
+    text: str = ""  # what the model answered
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What to answer on every encoded frame of one camera, and where the result goes."""
+
+    camera: str  # the Camera's name
+    questions: tuple
+    expressions: tuple
+    scoring: str
+    on_result: Callable[["Watched"], None]
+    calibration: Callable[[], TableCamera | None] = lambda: None
+
+
+@dataclass(frozen=True)
+class Watched:
+    frame: Frame
+    questions: tuple
+    probabilities: list
+    expressions: tuple
+    located: list  # a Located per expression, or None where the answer did not parse
+    points: list  # (x, y, z) per expression, or None
+    errors: list  # "" per expression, or why it has no box
+    encode_ms: float
+    questions_ms: float
+    locate_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.encode_ms + self.questions_ms + self.locate_ms
+
+
+def table_point(calibration: TableCamera | None, box) -> tuple:
+    """(point or None, why not) for a parsed box on a calibrated camera."""
+    if calibration is None:
+        return None, ""
+    try:
+        return tuple(float(v) for v in calibration.table_point(box)), ""
+    except ValueError as err:
+        return None, str(err)
 
 
 class _InUse:
@@ -77,6 +132,9 @@ class ModelJobs:
         self._lock = threading.Lock()  # _in_use: written by the worker, read by diagnostics
         self._in_use: dict[str, _InUse] = {}
         self._worker = ModelWorker(queue_size, on_error=self._on_job_error)
+        self._watch: Watch | None = None
+        self._watch_lock = threading.Lock()
+        self._watch_pending = self._watch_running = False
 
     @classmethod
     def load(cls, settings: params.Settings, report: Callable[[str], None] = lambda m: None):
@@ -92,6 +150,49 @@ class ModelJobs:
     def yes_no(self, camera: Camera, question: str, scoring: str = "plain") -> Job:
         return self._worker.submit(lambda job: self._yes_no(camera, question, scoring),
                                    "ask_yes_no")
+
+    def locate(self, camera: Camera, expression: str,
+               calibration: TableCamera | None = None) -> Job:
+        return self._worker.submit(lambda job: self._locate(camera, expression, calibration),
+                                   "locate")
+
+    def set_watch(self, watch: Watch | None) -> None:
+        """Standing questions from now on (None or empty lists: none)."""
+        if watch is not None and not (watch.questions or watch.expressions):
+            watch = None
+        with self._watch_lock:
+            self._watch = watch
+
+    def watch_new_frame(self, camera: Camera) -> None:
+        """A frame came for `camera`: encode it and answer the standing questions in the
+        background. One background job drains new frames while they keep coming; the pending
+        flag, under the same lock as `running`, means no frame is left waiting for the next."""
+        with self._watch_lock:
+            watch = self._watch
+            if watch is None or watch.camera != camera.name:
+                return
+            self._watch_pending = True
+            if self._watch_running:
+                return
+            self._watch_running = True
+
+        def drain(job):
+            try:
+                while True:
+                    with self._watch_lock:
+                        if not self._watch_pending or job.cancelled:
+                            self._watch_running = False
+                            return
+                        self._watch_pending = False
+                    self._latest(camera)  # answers the watch when the frame is new
+            except BaseException:
+                with self._watch_lock:
+                    self._watch_running = False
+                raise
+
+        if not self._worker.run_in_background(f"watch {camera.name}", drain):
+            with self._watch_lock:
+                self._watch_running = False
 
     def describe_new_frame(self, camera: Camera, prompt: str, budget: int,
                            on_text: TextCallback | None, on_done: Callable[[Asked], None]) -> bool:
@@ -154,6 +255,41 @@ class ModelJobs:
         self.timings.add(prefill_ms=(time.perf_counter() - started) * 1000.0)
         return Judged(frame, probability)
 
+    def _locate(self, camera, expression, calibration) -> Found:
+        frame, state = self._latest(camera)
+        started = time.perf_counter()
+        try:
+            located = self._engine.locate(state, expression)
+        except GroundingError as err:  # the model's answer is not a box: the reply says so
+            return Found(frame, None, problem=str(err), text=err.text)
+        finally:
+            self.timings.add(locate_ms=(time.perf_counter() - started) * 1000.0)
+        point, problem = table_point(calibration, located.box)
+        return Found(frame, located, point, problem, located.text)
+
+    def _answer_watch(self, watch: Watch, frame: Frame, state) -> None:
+        """The standing questions on a newly encoded frame: every yes/no question in one batched
+        call on the kept state, then every expression located in one batched decode."""
+        started = time.perf_counter()
+        probabilities = []
+        if watch.questions:
+            probabilities = self._engine.yes_no_batch([state] * len(watch.questions),
+                                                      list(watch.questions), scoring=watch.scoring)
+        questions_ms = (time.perf_counter() - started) * 1000.0
+        started = time.perf_counter()
+        located, points, errors = [], [], []
+        calibration = watch.calibration() if watch.expressions else None
+        expressions = list(watch.expressions)
+        for found in self._engine.locate_batch([state] * len(expressions), expressions):
+            if isinstance(found, GroundingError):
+                located.append(None), points.append(None), errors.append(str(found))
+                continue
+            point, problem = table_point(calibration, found.box)
+            located.append(found), points.append(point), errors.append(problem)
+        locate_ms = (time.perf_counter() - started) * 1000.0
+        watch.on_result(Watched(frame, watch.questions, probabilities, watch.expressions, located,
+                                points, errors, state.encode_ms, questions_ms, locate_ms))
+
     def _uses(self, camera: Camera) -> _InUse:
         with self._lock:
             return self._in_use.setdefault(camera.name, _InUse())
@@ -177,6 +313,14 @@ class ModelJobs:
                     use.encoded += 1
                     use.frame, use.state = new, state
                 self.timings.add(encode_ms=state.encode_ms)
+                with self._watch_lock:
+                    watch = self._watch
+                if watch is not None and watch.camera == camera.name:
+                    try:
+                        self._answer_watch(watch, new, state)
+                    except Exception as err:  # the request that encoded the frame goes on
+                        self._report(f"{camera.topic}: standing questions failed: "
+                                     f"{type(err).__name__}: {err}")
         if use.frame is None:
             reason = problem or "no image received yet"
             raise NoFrame(f"camera {camera.name!r} (topic {camera.topic}): {reason}")

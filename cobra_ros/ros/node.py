@@ -2,8 +2,9 @@
 
 A managed (lifecycle) node:
   configure   load the model (model_path, device, dtype) and start its worker (jobs.py)
-  activate    subscribe to the cameras; serve ~/ask, ~/ask_yes_no and the ~/describe action;
-              publish ~/description, ~/description/stream and ~/annotated
+  activate    subscribe to the cameras (and camera_info); serve ~/ask, ~/ask_yes_no, ~/locate,
+              ~/watch and the ~/describe action; publish ~/description, ~/description/stream,
+              ~/annotated and ~/watch/result (the standing questions, on every encoded frame)
   deactivate  undo activate
   cleanup     stop the worker and free the model (and its GPU memory)
 With `autostart` (the default) it configures and activates itself; when the model does not load
@@ -40,18 +41,20 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from cobra_ros.action import Describe
-from cobra_ros.msg import SceneDescription
+from cobra_ros.model.grounding import TableCamera
+from cobra_ros.msg import SceneDescription, WatchResult
 from cobra_ros.ros import params, replies
 from cobra_ros.ros.cameras import Camera, Frame
 from cobra_ros.ros.image_conversion import ImageError, to_rgb
-from cobra_ros.ros.jobs import ModelJobs, NoFrame
+from cobra_ros.ros.jobs import ModelJobs, NoFrame, Watch
 from cobra_ros.ros.params import MODEL_PARAMETERS, Settings
 from cobra_ros.ros.requests import RequestError, check_question, token_budget
 from cobra_ros.ros.worker import JobCancelled, WorkerBusy, WorkerStopped
-from cobra_ros.srv import Ask, AskYesNo
+from cobra_ros.srv import Ask, AskYesNo, Locate
+from cobra_ros.srv import Watch as WatchService
 
 NODE_NAME = "cobra"
 WARN_EVERY_S = 5.0  # at most one warning per cause in this period
@@ -62,6 +65,9 @@ STREAM_DEPTH = 200  # one message per token: a briefly slow subscriber still get
 REQUEST_QOS = QoSProfile(depth=256)
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 KNOWN_FAILURES = (NoFrame, JobCancelled, WorkerStopped)  # their message is the whole reason
+WATCH_PARAMETERS = {"watch_questions", "watch_expressions", "watch_camera", "scoring",
+                    "image_topics"}
+CALIBRATION_PARAMETERS = {"camera_info_topic", "calibrated_camera", "image_topics"}
 
 
 class CobraNode(LifecycleNode):
@@ -74,6 +80,8 @@ class CobraNode(LifecycleNode):
         self._restoring = False  # while a refused model change puts the old values back
         self._cameras: dict[str, Camera] = {}
         self._camera_subscriptions = []
+        self._camera_info = None  # the latest CameraInfo of the calibrated camera
+        self._info_subscription = None
         self._outputs = {}  # publishers created on activate, by role
         self._servers = []  # services and the action server
         self._describe_timer = None
@@ -122,6 +130,7 @@ class CobraNode(LifecycleNode):
             "stream": self.create_publisher(SceneDescription, "~/description/stream",
                                             STREAM_DEPTH),
             "annotated": self.create_publisher(Image, "~/annotated", OUTPUT_DEPTH),
+            "watch": self.create_publisher(WatchResult, "~/watch/result", OUTPUT_DEPTH),
         }
         group, qos = self._requests_group, REQUEST_QOS
         self._servers = [
@@ -129,14 +138,20 @@ class CobraNode(LifecycleNode):
                                 callback_group=group, qos_profile=qos),
             self.create_service(AskYesNo, "~/ask_yes_no", self._always_reply(self._on_ask_yes_no),
                                 callback_group=group, qos_profile=qos),
+            self.create_service(Locate, "~/locate", self._always_reply(self._on_locate),
+                                callback_group=group, qos_profile=qos),
+            self.create_service(WatchService, "~/watch", self._always_reply(self._on_watch),
+                                callback_group=group, qos_profile=qos),
             ActionServer(self, Describe, "~/describe", self._on_describe, callback_group=group,
                          cancel_callback=lambda request: CancelResponse.ACCEPT,
                          goal_service_qos_profile=qos, cancel_service_qos_profile=qos,
                          result_service_qos_profile=qos),
         ]
         self._subscribe()
+        self._subscribe_camera_info()
         self._start_describe_timer()
         self._state = "active"
+        self._apply_watch()
         cameras = ", ".join(c.topic for c in self._cameras.values())
         self.get_logger().info(f"active: cameras {cameras} ({self.settings.transport})")
         return super().on_activate(state)
@@ -169,10 +184,15 @@ class CobraNode(LifecycleNode):
         self._state = "unconfigured"
 
     def _close_interfaces(self) -> None:
+        if self._jobs is not None:
+            self._jobs.set_watch(None)
         if self._describe_timer is not None:
             self.destroy_timer(self._describe_timer)
             self._describe_timer = None
         self._unsubscribe()
+        if self._info_subscription is not None:
+            self.destroy_subscription(self._info_subscription)
+            self._info_subscription = None
         for server in self._servers:
             if isinstance(server, ActionServer):
                 server.destroy()
@@ -216,6 +236,10 @@ class CobraNode(LifecycleNode):
                     self._subscribe()
                 if "describe_rate_hz" in changed:
                     self._start_describe_timer()
+                if changed & CALIBRATION_PARAMETERS:
+                    self._subscribe_camera_info()
+                if changed & WATCH_PARAMETERS:
+                    self._apply_watch()
         except Exception as err:
             self.get_logger().error(f"applying {sorted(changed)} failed: "
                                     f"{type(err).__name__}: {err}")
@@ -283,6 +307,9 @@ class CobraNode(LifecycleNode):
                                       throttle_duration_sec=WARN_EVERY_S)
             return
         camera.offer(Frame(rgb, msg.header))
+        jobs = self._jobs
+        if jobs is not None:
+            jobs.watch_new_frame(camera)  # only the watched camera's frames start work
 
     def _camera(self, name: str) -> Camera:
         cameras = list(self._cameras.values())
@@ -295,6 +322,43 @@ class CobraNode(LifecycleNode):
                 return camera
         names = ", ".join(c.name for c in cameras)
         raise RequestError(f"unknown camera {name!r}; cameras: {names}")
+
+    def _subscribe_camera_info(self) -> None:
+        if self._info_subscription is not None:
+            self.destroy_subscription(self._info_subscription)
+            self._info_subscription = None
+        self._camera_info = None
+        topic = self.settings.camera_info_topic
+        if topic:
+            self._info_subscription = self.create_subscription(
+                CameraInfo, topic, self._guarded("camera_info", self._on_camera_info), 10,
+                callback_group=self._frames_group)
+
+    def _on_camera_info(self, msg) -> None:
+        self._camera_info = msg
+
+    def _calibration(self, camera: Camera) -> TableCamera | None:
+        """The camera's intrinsics (its latest CameraInfo) and pose (parameters), when it is the
+        calibrated camera and a CameraInfo with a focal length came."""
+        settings, info = self.settings, self._camera_info
+        calibrated = settings.calibrated_camera or settings.image_topics[0]
+        if info is None or camera.name != calibrated or info.k[0] <= 0 or info.width == 0:
+            return None
+        return TableCamera.from_pose(info.k, info.width, info.height, settings.camera_xyz,
+                                     settings.camera_rpy)
+
+    def _apply_watch(self) -> None:
+        jobs, settings = self._jobs, self.settings
+        if jobs is None or self._state != "active":
+            return
+        camera = self._camera(settings.watch_camera)
+        board = settings.board_frame
+
+        def on_result(watched) -> None:
+            self._publish("watch", replies.watch_result(watched, board))
+
+        jobs.set_watch(Watch(camera.name, settings.watch_questions, settings.watch_expressions,
+                             settings.scoring, on_result, lambda: self._calibration(camera)))
 
     # -- requests ---------------------------------------------------------------------------------
     def _guarded(self, what: str, callback):
@@ -386,6 +450,38 @@ class CobraNode(LifecycleNode):
         self._count("answered")
         self._annotate(judged.frame, f"Q: {question}  P(yes) = {judged.probability:.2f}")
         return replies.ask_yes_no(response, judged, started)
+
+    def _on_locate(self, request, response):
+        started = time.monotonic()
+        try:
+            expression = check_question(request.expression, self.settings.max_question_chars,
+                                        "expression")
+            if '"' in expression:
+                raise RequestError("expression contains a double quote; the grounding prompt "
+                                   "quotes it")
+            camera = self._camera(request.camera)
+        except RequestError as err:
+            return self._refuse(response, str(err))
+        calibration = self._calibration(camera)
+        found, problem = self._wait(lambda jobs: jobs.locate(camera, expression, calibration))
+        if problem:
+            return self._refuse(response, problem)
+        self._count("answered" if found.located is not None else "refused")
+        return replies.locate(response, found, self.settings.board_frame, started)
+
+    def _on_watch(self, request, response):
+        """Sets the watch parameters, so that the checks, `ros2 param get` and the result are
+        the same whichever way the lists were set."""
+        result = self.set_parameters_atomically([
+            Parameter("watch_questions", value=list(request.questions)),
+            Parameter("watch_expressions", value=list(request.expressions)),
+            Parameter("watch_camera", value=request.camera)])
+        if not result.successful:
+            return self._refuse(response, result.reason)
+        response.success = True
+        response.message = (f"watching {len(request.questions)} questions and "
+                            f"{len(request.expressions)} expressions")
+        return response
 
     def _on_describe(self, goal_handle):
         try:

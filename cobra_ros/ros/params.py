@@ -19,6 +19,11 @@ from cobra_ros.ros.image_conversion import DEFAULT_MAX_PIXELS
 from cobra_ros.ros.requests import RequestError, check_question
 
 TRANSPORTS = ("raw", "compressed")
+MAX_WATCHED = 64  # standing questions (and, separately, expressions) per frame
+# The Language-Table camera in the board frame (language_table/environments/constants.py): its
+# optical frame is the fixed-axis XYZ rotation (pi/5, pi, -pi/2) of the board's axes.
+LANGTABLE_CAMERA_XYZ = [0.75, 0.0, 0.5]
+LANGTABLE_CAMERA_RPY = [0.6283185307179586, 3.141592653589793, -1.5707963267948966]
 MODEL_PARAMETERS = ("model_path", "device", "dtype")  # a change reconfigures the node
 
 # A rule: (value, every parameter's value with this one applied, whether to look at the file
@@ -34,6 +39,7 @@ class Spec:
     choices: tuple | Callable[[], tuple] | None = None  # a callable is asked when first needed
     read_only: bool = False
     rule: Rule | None = None
+    dynamic_typing: bool = False  # an empty list default has no type of its own in rclpy
 
 
 def _dtypes() -> tuple:
@@ -61,6 +67,46 @@ def _budget(value, values, deep):
     if budget > limit:
         return f"max_new_tokens ({budget}) must not exceed max_new_tokens_limit ({limit})"
     return None
+
+
+def texts_problem(value, max_chars: int, what: str) -> str | None:
+    """Why a list of standing questions or expressions is refused (None if it is not)."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return f"{what} must be a list of strings, got {value!r}"
+    if len(value) > MAX_WATCHED:
+        return f"{what} has {len(value)} entries; at most {MAX_WATCHED}"
+    for text in value:
+        try:
+            check_question(text, max_chars, what[:-1])
+        except RequestError as err:
+            return f"{what} entry {text!r}: {err}"
+        if what == "watch_expressions" and '"' in text:
+            return f"{what} entry {text!r}: the grounding prompt quotes it; no double quotes"
+    return None
+
+
+def _texts(what):
+    return lambda value, values, deep: texts_problem(value, values["max_question_chars"], what)
+
+
+def _camera_name(what):
+    def rule(value, values, deep):
+        if value and value not in values["image_topics"]:
+            return f"{what} {value!r} is not one of image_topics {list(values['image_topics'])}"
+        return None
+    return rule
+
+
+def _vector(what):
+    def rule(value, values, deep):
+        import math
+
+        if len(value) != 3 or not all(math.isfinite(v) for v in value):
+            return f"{what} must be 3 finite numbers, got {list(value)}"
+        return None
+    return rule
 
 
 SPECS: dict[str, Spec] = {
@@ -104,6 +150,29 @@ SPECS: dict[str, Spec] = {
     "torch_threads": Spec(0, "CPU threads torch may use (set at configure); 0 = torch's default, "
                              "one per core. Fewer leave cores to the rest of the robot",
                           (0, 1024)),
+    "watch_questions": Spec([], "standing yes/no questions: answered as P(yes) on every encoded "
+                                "frame of watch_camera and published on ~/watch/result; the "
+                                "~/watch service sets them at run time", rule=_texts(
+                                    "watch_questions"), dynamic_typing=True),
+    "watch_expressions": Spec([], "standing referring expressions, located on every encoded frame "
+                                  "of watch_camera (~/watch/result)", rule=_texts(
+                                      "watch_expressions"), dynamic_typing=True),
+    "watch_camera": Spec("", "the image_topics entry the standing questions follow; empty = the "
+                             "first", rule=_camera_name("watch_camera")),
+    "camera_info_topic": Spec("camera_info", "sensor_msgs/CameraInfo of calibrated_camera; with "
+                                             "it, ~/locate and ~/watch/result also give the point "
+                                             "on the table. Empty = no calibration"),
+    "calibrated_camera": Spec("", "the image_topics entry camera_info_topic and camera_xyz / "
+                                  "camera_rpy describe; empty = the first",
+                              rule=_camera_name("calibrated_camera")),
+    "camera_xyz": Spec(LANGTABLE_CAMERA_XYZ, "camera optical frame origin in board_frame, metres "
+                                             "(default: the Language-Table camera)",
+                       rule=_vector("camera_xyz")),
+    "camera_rpy": Spec(LANGTABLE_CAMERA_RPY, "camera optical frame orientation in board_frame: "
+                                             "fixed-axis roll, pitch, yaw in radians (default: "
+                                             "the Language-Table camera)",
+                       rule=_vector("camera_rpy")),
+    "board_frame": Spec("world", "frame_id of the table points (the plane z = 0 is the table)"),
     "queue_size": Spec(8, "requests that may wait for the model; further ones are refused as "
                           "busy", (1, 256), read_only=True),
     "autostart": Spec(True, "configure and activate the lifecycle node at start-up",
@@ -116,7 +185,8 @@ def choices(spec: Spec) -> tuple | None:
 
 
 def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
-    desc = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only)
+    desc = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only,
+                               dynamic_typing=spec.dynamic_typing)
     if spec.range is not None:
         low, high = spec.range
         if isinstance(spec.default, float):
@@ -167,7 +237,9 @@ def problems(current: Mapping[str, Any], specs: Mapping[str, Spec] = SPECS,
 
 def _read(cls, node) -> "Settings":
     current = values(node)
-    current["image_topics"] = tuple(current["image_topics"])
+    for name, spec in SPECS.items():
+        if isinstance(spec.default, list):  # a YAML `[]` arrives without a type, as None
+            current[name] = tuple(current[name] or ())
     return cls(**current)
 
 

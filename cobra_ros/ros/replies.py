@@ -5,16 +5,19 @@ touches the model, a publisher or a parameter.
 """
 from __future__ import annotations
 
+import math
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from cobra_ros.action import Describe
-from cobra_ros.msg import SceneDescription
+from geometry_msgs.msg import Point, PointStamped
+
+from cobra_ros.msg import SceneDescription, WatchResult
 from cobra_ros.ros import diagnostics
 from cobra_ros.ros.annotate import annotate
 from cobra_ros.ros.image_conversion import to_image_msg
-from cobra_ros.ros.jobs import Asked, Judged
+from cobra_ros.ros.jobs import Asked, Found, Judged, Watched
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 WARN_FOR_S = 10.0  # a camera reports WARN this long after a rejected or failed frame
@@ -35,6 +38,23 @@ def description(asked: Asked, prompt: str, model: str) -> SceneDescription:
         is_final=answer.finish_reason != "cancelled", num_tokens=answer.num_tokens,
         encode_ms=asked.encode_ms, prefill_ms=answer.prefill_ms, decode_ms=answer.decode_ms,
         tokens_per_second=answer.tokens_per_second, model=model)
+
+
+def watch_result(watched: Watched, board_frame: str) -> WatchResult:
+    """~/watch/result: one frame's standing questions; NaN boxes where an answer did not parse."""
+    nan = [math.nan] * 4
+    boxes = [v for found in watched.located for v in (found.box if found else nan)]
+    points = [Point(x=p[0], y=p[1], z=p[2]) if p else Point(x=math.nan, y=math.nan, z=math.nan)
+              for p in watched.points]
+    return WatchResult(
+        header=watched.frame.header, questions=list(watched.questions),
+        probabilities=[float(p) for p in watched.probabilities],
+        expressions=list(watched.expressions), boxes=boxes,
+        scores=[found.score if found else 0.0 for found in watched.located],
+        has_point=[p is not None for p in watched.points], points=points,
+        board_frame=board_frame, errors=list(watched.errors), encode_ms=watched.encode_ms,
+        questions_ms=watched.questions_ms, locate_ms=watched.locate_ms,
+        total_ms=watched.total_ms)
 
 
 def annotated(frame, text: str):
@@ -60,6 +80,27 @@ def ask_yes_no(response, judged: Judged, started: float):
     response.success, response.answer, response.probability = True, p >= 0.5, p
     response.image_stamp = judged.frame.header.stamp
     response.latency_ms = (time.monotonic() - started) * 1000.0
+    return response
+
+
+def locate(response, found: Found, board_frame: str, started: float):
+    """The box, or (success false) why the model's answer is not one; the frame's header both
+    ways."""
+    located = found.located
+    response.header, response.text = found.frame.header, found.text
+    response.success, response.message = located is not None, found.problem
+    response.latency_ms = (time.monotonic() - started) * 1000.0
+    if located is None:
+        return response
+    response.box = [float(v) for v in located.box]
+    response.box_pixels = [int(v) for v in located.box_pixels]
+    response.score = float(located.score)
+    response.has_point = found.point is not None
+    if found.point is not None:
+        x, y, z = found.point
+        response.point = PointStamped(point=Point(x=x, y=y, z=z))
+        response.point.header.frame_id = board_frame
+        response.point.header.stamp = found.frame.header.stamp
     return response
 
 
