@@ -13,7 +13,6 @@ call. Every question goes through the engine calls the ROS node uses.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,14 +22,12 @@ from tqdm import tqdm
 
 from cobra_ros.langtable import questions, wording
 from cobra_ros.langtable.replay import SyntheticSource, iter_frames
+from cobra_ros.model import grounding
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT
 from cobra_ros.stats import percentiles
 
 EVAL_SEED_OFFSET = 1_000_003  # keeps the default eval episodes disjoint from anything trained on
 SHORT = ("closest", "extreme", "where", "count", "colour", "shape")
-_BOX = re.compile(r"^\s*\[\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*,"
-                  r"\s*([-+0-9.eE]+)\s*\]\s*$")
-
 
 def scene_examples(blocks, rng: np.random.Generator, size, families=wording.STANDARD) -> list:
     """The evaluation's questions about one frame: issue 18's data in `families`' words, with the
@@ -39,13 +36,12 @@ def scene_examples(blocks, rng: np.random.Generator, size, families=wording.STAN
 
 
 def parse_box(text: str):
-    """[x1, y1, x2, y2] in [0, 1] from a locate answer; None when malformed or out of range."""
-    match = _BOX.match(text)
-    if not match:
+    """The box of a locate answer as the node reads it (`model.grounding.parse_box`, strict);
+    None when the node would refuse it."""
+    try:
+        return list(grounding.parse_box(text))
+    except grounding.GroundingError:
         return None
-    box = [float(v) for v in match.groups()]
-    ok = all(0 <= v <= 1 for v in box) and box[0] < box[2] and box[1] < box[3]
-    return box if ok else None
 
 
 def iou(a, b) -> float:

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cobra_ros.langtable import wording
+from cobra_ros.model.grounding import grounding_prompt
 from cobra_ros.langtable.world import (
     ALL_BLOCKS,
     BLOCK_8,
@@ -385,10 +386,6 @@ def scene_examples(
 
 # ---------------------------------------------------------------- v2: issue 18's training data
 
-LOCATE_PROMPT = (
-    "Please provide the bounding box coordinate of the region this sentence describes: "
-    '"{expression}"'
-)
 # Colours and shapes no block has: presence questions about them are always answered "No".
 MISSING_COLOURS = ("purple", "orange", "pink", "white", "black")
 MISSING_SHAPES = ("triangle", "circle", "hexagon", "heart", "cylinder")
@@ -458,7 +455,7 @@ def locate_examples(shown, rng, size, all_shown: bool) -> list:
     out = []
 
     def add(expression, block):
-        out.append(Example(LOCATE_PROMPT.format(expression=expression),
+        out.append(Example(grounding_prompt(expression),
                            box_answer(block.bbox, size), "locate", None, (block.name,)))
 
     b = boxed[int(rng.integers(len(boxed)))]
