@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cobra_ros.langtable.sim.camera import SimCamera, euler_matrix
+from cobra_ros.langtable.sim.camera import SimCamera
 from cobra_ros.model.engine import Located
 from cobra_ros.model.grounding import (BLOCK_HALF_HEIGHT, GroundingError, TableCamera,
                                        box_pixels, grounding_prompt, parse_box, rpy_matrix)
@@ -57,9 +57,13 @@ def test_the_release_prompt_and_pixels():
     assert box_pixels((0.1, 0.25, 0.5, 1.0), 320, 180) == (32, 45, 160, 180)
 
 
-def test_rpy_is_the_simulators_euler_convention():
-    angles = (0.3, -1.2, 2.5)
-    np.testing.assert_allclose(rpy_matrix(*angles), euler_matrix(*angles), atol=1e-12)
+def test_rpy_is_pybullets_euler_convention():
+    import pybullet
+
+    for angles in [(0.3, -1.2, 2.5), (np.pi / 5, np.pi, -np.pi / 2), (-2.0, 0.4, 0.0)]:
+        quat = pybullet.getQuaternionFromEuler(angles)
+        reference = np.array(pybullet.getMatrixFromQuaternion(quat)).reshape(3, 3)
+        np.testing.assert_allclose(rpy_matrix(*angles), reference, atol=1e-6)
 
 
 def sim_table_camera(sim: SimCamera) -> TableCamera:

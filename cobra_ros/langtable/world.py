@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from cobra_ros.model.grounding import rpy_matrix
+
 # Workspace (constants.py) and the board mesh (0.457 x 0.610 m placed at x=0.35 in
 # language_table.py).
 X_MIN, X_MAX = 0.15, 0.6
@@ -281,29 +283,13 @@ def sample_effector(rng: np.random.Generator, blocks, clearance: float = ARM_DIS
 # ---------------------------------------------------------------- camera
 
 
-def _euler_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """Rotation for fixed-axis XYZ euler angles (as pybullet's getQuaternionFromEuler)."""
-    cr, sr, cp, sp, cy, sy = (
-        np.cos(roll),
-        np.sin(roll),
-        np.cos(pitch),
-        np.sin(pitch),
-        np.cos(yaw),
-        np.sin(yaw),
-    )
-    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
-    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
-    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 class Camera:
     """Pinhole camera of the Language-Table env: looks along R*z with image-up R*(-y)."""
 
     def __init__(self, size=DEFAULT_SIZE, appearance: Appearance | None = None):
         app = appearance or Appearance()
         self.width, self.height = size
-        rot = _euler_matrix(*(np.array(CAMERA_EULER) + app.camera_rotation))
+        rot = rpy_matrix(*(np.array(CAMERA_EULER) + app.camera_rotation))
         self.forward = rot @ [0.0, 0.0, 1.0]
         self.up = rot @ [0.0, -1.0, 0.0]
         self.right = np.cross(self.forward, self.up)

@@ -13,7 +13,6 @@ outline lies.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -86,8 +85,8 @@ def box_pixels(box, width: int, height: int) -> tuple[int, int, int, int]:
 
 def rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """Rotation of fixed-axis XYZ angles (URDF / tf rpy, pybullet's euler): Rz Ry Rx."""
-    cr, sr, cp, sp = math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch)
-    cy, sy = math.cos(yaw), math.sin(yaw)
+    cr, sr, cp, sp = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch)
+    cy, sy = np.cos(yaw), np.sin(yaw)
     rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
     ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
     rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])

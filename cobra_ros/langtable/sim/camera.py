@@ -15,19 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cobra_ros.langtable.world import CAMERA_EULER, CAMERA_POSITION, FOCAL_PER_WIDTH
+from cobra_ros.model.grounding import rpy_matrix
 
 Z_NEAR, Z_FAR = 0.01, 10.0  # the env's OpenGL depth range
 FOCAL_PER_HEIGHT = FOCAL_PER_WIDTH * 16 / 9
-
-
-def euler_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """Rotation of fixed-axis XYZ euler angles, as pybullet's getQuaternionFromEuler."""
-    cr, sr, cp, sp = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch)
-    cy, sy = np.cos(yaw), np.sin(yaw)
-    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
-    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
-    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 @dataclass(frozen=True)
@@ -55,7 +46,7 @@ class SimCamera:
         j = jitter or CameraJitter()
         self.width, self.height = int(size[0]), int(size[1])
         self.jitter = j
-        self.rotation = euler_matrix(*(np.asarray(CAMERA_EULER) + j.rotation))  # camera -> world
+        self.rotation = rpy_matrix(*(np.asarray(CAMERA_EULER) + j.rotation))  # camera -> world
         self.position = np.asarray(CAMERA_POSITION, np.float64) + j.shift
         f = FOCAL_PER_HEIGHT * self.height * j.zoom
         self.K = np.array([[f, 0.0, self.width / 2], [0.0, f, self.height / 2], [0.0, 0.0, 1.0]])
