@@ -4,13 +4,15 @@
 
 The world's `image` and the cobra node's input `image` are both remapped to `camera_topic`. The
 cobra node runs on the simulated time the world publishes on /clock (use_sim_time), so its
-outputs and diagnostics carry the same clock as the frames.
+outputs and diagnostics carry the same clock as the frames. When either node exits with a
+non-zero status, the launch ends and `ros2 launch` exits non-zero.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -31,15 +33,15 @@ def _nodes(context):
         namespace=namespace,
         parameters=[{
             'block_mode': arg('block_mode'),
-            'seed': ParameterValue(arg('seed'), value_type=int),
-            'rate_hz': ParameterValue(arg('rate_hz'), value_type=float),
+            'seed': int(arg('seed')),
+            'rate_hz': float(arg('rate_hz')),
             'record_path': arg('record_path'),
         }],
         remappings=[('image', camera), ('image/compressed', camera + '/compressed')],
         output='screen',
         emulate_tty=True,
     )
-    overrides = {'use_sim_time': ParameterValue(arg('use_sim_time'), value_type=bool)}
+    overrides = {'use_sim_time': _flag(arg('use_sim_time'))}
     overrides.update({
         name: ParameterValue(arg(name), value_type=str)
         for name in ('model_path', 'device')
@@ -55,7 +57,24 @@ def _nodes(context):
         output='screen',
         emulate_tty=True,
     )
-    return [sim, cobra]
+    return [sim, cobra] + [
+        RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_fail_on_error))
+        for node in (sim, cobra)
+    ]
+
+
+def _flag(text):
+    # the arguments arrive as text; ParameterValue(text, value_type=bool) refuses a str
+    if text.lower() not in ('true', 'false'):
+        raise ValueError(f'use_sim_time must be true or false, not {text!r}')
+    return text.lower() == 'true'
+
+
+def _fail_on_error(event, context):
+    # as in describe.launch.py: launch exits non-zero only when an action raises. Launch files
+    # run on the ROS install's Python, which need not import cobra_ros, so each has its own.
+    if event.returncode != 0:
+        raise RuntimeError(f'{event.process_name} exited with status {event.returncode}')
 
 
 def generate_launch_description():

@@ -214,15 +214,15 @@ def test_use_sim_time_drives_the_node_clock(tiny_model_dir):
         assert node.stop() == 0, node.log()
 
 
-def _ros2_launch(*arguments):
-    """`ros2 launch cobra_ros describe.launch.py ARGS` in a session of its own (for Ctrl-C)."""
+def _ros2_launch(launch_file, *arguments):
+    """`ros2 launch cobra_ros LAUNCH_FILE ARGS` in a session of its own (for Ctrl-C)."""
     command = [
         sys.executable,
         "-c",
         "import sys; from ros2cli.cli import main; sys.exit(main())",
         "launch",
         "cobra_ros",
-        "describe.launch.py",
+        launch_file,
         *arguments,
     ]
     return subprocess.Popen(
@@ -234,6 +234,10 @@ def _ros2_launch(*arguments):
     )
 
 
+LAUNCH_FILES = ["describe.launch.py", "sim.launch.py"]
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES)
 @pytest.mark.parametrize(
     "argument, reason",
     [
@@ -241,16 +245,17 @@ def _ros2_launch(*arguments):
         ("model_path:=/nonexistent", "no such directory"),
     ],
 )
-def test_ros2_launch_exits_non_zero_when_the_node_does_not_start(argument, reason):
+def test_ros2_launch_exits_non_zero_when_the_node_does_not_start(launch_file, argument, reason):
     pytest.importorskip("ros2launch", reason="launch, launch_ros and ros2cli are not installed")
-    launch = _ros2_launch(argument)
+    launch = _ros2_launch(launch_file, argument)
     output, _ = launch.communicate(timeout=120)
     assert launch.returncode != 0 and reason in output, output
 
 
-def test_ros2_launch_ends_cleanly_and_quickly_on_ctrl_c():
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES)
+def test_ros2_launch_ends_cleanly_and_quickly_on_ctrl_c(launch_file):
     pytest.importorskip("ros2launch", reason="launch, launch_ros and ros2cli are not installed")
-    launch = _ros2_launch(f"namespace:={NS}/launched")
+    launch = _ros2_launch(launch_file, f"namespace:={NS}/launched")
     lines = []
     for line in launch.stdout:
         lines.append(line)

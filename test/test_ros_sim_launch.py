@@ -7,6 +7,8 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
+
 from cobra_ros.ros.sim_node import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,12 +26,15 @@ def _run_launch(monkeypatch, **overrides):
             return context[self.args[0]]
 
     modules = {name: types.ModuleType(name) for name in (
-        "launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions",
+        "launch", "launch.actions", "launch.event_handlers", "launch.substitutions", "launch_ros",
+        "launch_ros.actions",
         "launch_ros.parameter_descriptions", "ament_index_python", "ament_index_python.packages")}
     modules["launch"].LaunchDescription = list
     actions = modules["launch.actions"]
     actions.DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorder,), {})
     actions.OpaqueFunction = type("OpaqueFunction", (_Recorder,), {})
+    actions.RegisterEventHandler = type("RegisterEventHandler", (_Recorder,), {})
+    modules["launch.event_handlers"].OnProcessExit = type("OnProcessExit", (_Recorder,), {})
     modules["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
     modules["launch_ros.actions"].Node = type("Node", (_Recorder,), {})
     modules["launch_ros.parameter_descriptions"].ParameterValue = type("ParameterValue",
@@ -43,7 +48,15 @@ def _run_launch(monkeypatch, **overrides):
     defaults = {e.args[0]: e.kwargs["default_value"] for e in entities
                 if type(e).__name__ == "DeclareLaunchArgument"}
     (opaque,) = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
-    sim, cobra = opaque.kwargs["function"]({**defaults, **overrides})
+    sim, cobra, *handlers = opaque.kwargs["function"]({**defaults, **overrides})
+    # a node that exits with an error fails the launch, whichever of the two it is
+    watched = [h.args[0].kwargs["target_action"] for h in handlers]
+    assert watched == [sim, cobra]
+    for handler in handlers:
+        on_exit = handler.args[0].kwargs["on_exit"]
+        on_exit(types.SimpleNamespace(returncode=0, process_name="ok"), None)
+        with pytest.raises(RuntimeError, match="exited with status 2"):
+            on_exit(types.SimpleNamespace(returncode=2, process_name="cobra_node-2"), None)
     return defaults, sim.kwargs, cobra.kwargs
 
 
@@ -61,14 +74,12 @@ def test_the_cobra_node_watches_the_world_camera(monkeypatch):
     assert scripts[cobra["executable"]] == "cobra_ros.ros.node:main"
     assert dict(sim["remappings"])["image"] == dict(cobra["remappings"])["image"] == "sim/image"
     assert cobra["parameters"][0] == "/share/cobra_ros/config/cobra.yaml"
-    use_sim_time = cobra["parameters"][1]["use_sim_time"]
-    assert (use_sim_time.args[0], use_sim_time.kwargs["value_type"]) == ("true", bool)
+    assert cobra["parameters"][1]["use_sim_time"] is True
     # every parameter handed to the world is one it declares, with the declared type
     (given,) = sim["parameters"]
     for name, value in given.items():
         default = PARAMETERS[name][0]
-        kind = value.kwargs["value_type"] if hasattr(value, "kwargs") else str
-        assert kind is type(default), name
+        assert type(value) is type(default), name
 
 
 def test_arguments_reach_both_nodes(monkeypatch):

@@ -24,7 +24,6 @@ always reply, with the answer or the reason there is none.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -46,7 +45,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from cobra_ros.action import Describe
 from cobra_ros.model.grounding import TableCamera
 from cobra_ros.msg import SceneDescription, WatchResult
-from cobra_ros.ros import params, replies
+from cobra_ros.ros import params, replies, signals
 from cobra_ros.ros.cameras import Camera, Frame
 from cobra_ros.ros.image_conversion import ImageError, to_rgb
 from cobra_ros.ros.jobs import ModelJobs, NoFrame, Watch
@@ -595,13 +594,8 @@ class CobraNode(LifecycleNode):
         self._diagnostics.publish(replies.diagnostic_array(statuses, stamp))
 
 
-def spin_until_signal(executor, node) -> None:
-    """Spin until SIGINT or SIGTERM. rclpy's own handlers would shut the context down at once,
-    and whatever the node still logs while it cleans up would fail to reach /rosout; here the
-    node cleans up first and the context goes last."""
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+def spin_until_signal(executor, node, stop) -> None:
+    """Spin until `stop` (`signals.stop_event`: SIGINT or SIGTERM); the caller then cleans up."""
     while not stop.is_set():
         try:
             executor.spin_once(timeout_sec=0.1)  # a signal is seen within 0.1 s
@@ -626,6 +620,7 @@ def run(args=None) -> int:
     import cv2
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # we report bad frames
+    stop = signals.stop_event()  # from the start: a Ctrl-C while the model loads ends it cleanly
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = CobraNode()
@@ -640,9 +635,9 @@ def run(args=None) -> int:
         if node.settings.autostart and not node.start():
             status = 1
         else:
-            spin_until_signal(executor, node)
+            spin_until_signal(executor, node, stop)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut clean-up short
+        signals.ignore_interrupts()
         node.release()
         executor.shutdown()
         node.destroy_node()

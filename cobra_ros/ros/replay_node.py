@@ -14,7 +14,6 @@ whatever the pace:
 """
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -31,7 +30,7 @@ from std_msgs.msg import Header, String
 
 from cobra_ros.langtable.replay import CONTROL_RATE_HZ, SOURCE_HELP, iter_frames, make_source
 from cobra_ros.langtable.world import DEFAULT_SIZE
-from cobra_ros.ros import params
+from cobra_ros.ros import params, signals
 from cobra_ros.ros.image_conversion import to_image_msg
 from cobra_ros.ros.params import Spec
 
@@ -151,8 +150,8 @@ class ReplayNode(Node):
 
 
 def main(args=None) -> int:
-    # No rclpy signal handlers: they would shut the context down at once, while the playing thread
-    # still logs; on SIGINT/SIGTERM the thread stops first and the context goes last.
+    # no rclpy signal handlers (see signals.py): the playing thread stops first, the context last
+    stop = signals.stop_event()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = ReplayNode()
@@ -160,9 +159,6 @@ def main(args=None) -> int:
         print(f"[langtable_replay] cannot start: {type(err).__name__}: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     node.start()

@@ -33,6 +33,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.time import Time
@@ -43,6 +44,7 @@ from std_msgs.msg import Header, String
 from cobra_ros.langtable.sim import BLOCK_MODES, LangTableSim
 from cobra_ros.langtable.world import EFFECTOR_HEIGHT
 from cobra_ros.msg import BlockState, SimGroundTruth
+from cobra_ros.ros import signals
 from cobra_ros.srv import ResetSim
 
 TRANSPORTS = ("raw", "compressed")
@@ -155,8 +157,9 @@ class SimNode(Node):
         self._last_ns = 0
         self._unpublished = self.sim.reset(seed=self.p["seed"])
         period = 1.0 / self.p["rate_hz"] if self.p["rate_hz"] > 0 else 0.0
-        self.create_timer(period, self._tick, callback_group=MutuallyExclusiveCallbackGroup(),
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._timer = self.create_timer(period, self._tick,
+                                        callback_group=MutuallyExclusiveCallbackGroup(),
+                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # ------------------------------------------------------------------ inputs
 
@@ -269,7 +272,9 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    # no rclpy signal handlers (see signals.py): the world stops stepping first, the context last
+    stop = signals.stop_event()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = SimNode()
     except Exception as err:  # bad parameters, no original package, an existing bag: say why
@@ -279,10 +284,13 @@ def main(args=None) -> int:
     executor = MultiThreadedExecutor(num_threads=3)  # timer, reset service, actions
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)  # a signal is seen within 0.1 s
+    except ExternalShutdownException:
         pass
     finally:
+        signals.ignore_interrupts()
+        node._timer.cancel()  # no new step; the one in flight still publishes
         executor.shutdown()
         node.destroy_node()  # closes the bag, so what was recorded can be read
         rclpy.try_shutdown()
