@@ -54,8 +54,5 @@ clean:
 	rm -rf build install log .pytest_cache *.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
-distwatch-bench: venv
-	$(RUN_ENV) $(PY) -m benchmarks.watch
-
-clean: clean
+distclean: clean
 	rm -rf $(VENV)
