@@ -34,6 +34,7 @@ from cobra_ros.model.mamba import (
     selective_scan,
 )
 from cobra_ros.model.tokenizer import DESCRIBE_PROMPT, ChatTokenizer, build_tokenizer
+from cobra_ros.stats import percentiles
 
 PHI2 = dict(
     hidden_size=2560, intermediate_size=10240, num_hidden_layers=32, num_attention_heads=32
@@ -160,14 +161,15 @@ def bench_engine(engine: CobraEngine, cfg: BenchConfig) -> dict:
         ),
         cfg.device,
     )
+    yes_no_ms = percentiles(yes_no)
     return {
         "eval_avg_tokens_per_s": 1000 * answer.num_tokens / total_ms,
         "frame_to_first_token_ms": first_ms,
         "decode_tokens_per_s": answer.tokens_per_second,
         "prefix_tokens": frame.num_prefix_tokens
         + len(engine.tokenizer.prompt_ids(DESCRIBE_PROMPT)),
-        "yes_no_p50_ms": float(np.percentile(yes_no, 50)),
-        "yes_no_p99_ms": float(np.percentile(yes_no, 99)),
+        "yes_no_p50_ms": yes_no_ms["p50"],
+        "yes_no_p99_ms": yes_no_ms["p99"],
         "batch": cfg.batch,
         "batch_tokens_per_s": 1000 * sum(a.num_tokens for a in batch) / batch_ms,
         "state_bytes": {L: _state_bytes(engine, frame, L) for L in cfg.prompt_lengths},

@@ -40,8 +40,8 @@ def test_frame_state_is_small_and_independent_of_prompt_length(tiny_engine, rgb)
     frame = tiny_engine.encode(rgb(1))
     cfg = tiny_engine.model.cfg.llm
     assert frame.nbytes == cfg.n_layer * cfg.d_inner * (cfg.d_conv + cfg.d_state) * 4
-    _, short_state = tiny_engine._prefill(frame, "Hi?")
-    _, long_state = tiny_engine._prefill(frame, "Is it there? " * 200)
+    _, short_state = tiny_engine._prefill_batch([frame], ["Hi?"])
+    _, long_state = tiny_engine._prefill_batch([frame], ["Is it there? " * 200])
     assert short_state.nbytes == long_state.nbytes == frame.nbytes
 
 

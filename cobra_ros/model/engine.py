@@ -186,13 +186,6 @@ class CobraEngine:
 
     # -- questions --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _prefill(self, frame: FrameState, question: str) -> tuple[torch.Tensor, MambaState]:
-        ids = self.tokenizer.prompt_ids(question, self.model.cfg.llm_max_length)
-        ids = torch.tensor([ids], device=self.device)
-        logits, state = self.model.llm(self.model.llm.embed(ids), frame.state, last_only=True)
-        return logits[:, -1].float(), state
-
-    @torch.inference_mode()
     def _prefill_batch(self, frames: Sequence[FrameState], questions: Sequence[str]):
         """Prefill every question on its frame's state as one right-padded batch.
 
