@@ -250,10 +250,20 @@ def test_describe_action_streams_feedback_token_by_token(cobra, expect):
 
 
 def test_describe_action_can_be_cancelled_mid_generation(cobra):
-    status, result, feedback = cobra.describe(max_new_tokens=TOKEN_LIMIT, cancel_after=1)
-    assert status == GoalStatus.STATUS_CANCELED and not result.success
+    # the tiny model writes TOKEN_LIMIT tokens in ~0.1 s, less than a cancel's round trip on a
+    # busy host; a budget of LONG tokens takes seconds, so the cancel always lands mid-generation
+    LONG = 8192
+    cobra.show(image(frame(6)))
+    (raised,) = cobra.set_parameters(max_new_tokens_limit=LONG)
+    assert raised.successful, raised.reason
+    try:
+        status, result, feedback = cobra.describe(max_new_tokens=LONG, cancel_after=1)
+    finally:
+        (restored,) = cobra.set_parameters(max_new_tokens_limit=TOKEN_LIMIT)
+    assert restored.successful, restored.reason
+    assert status == GoalStatus.STATUS_CANCELED and not result.success, result.message
     assert re.fullmatch(r"cancelled after \d+ tokens", result.message)
-    assert 1 <= result.description.num_tokens < TOKEN_LIMIT and not result.description.is_final
+    assert 1 <= result.description.num_tokens < LONG and not result.description.is_final
     assert cobra.yes_no("Still there?").success
 
 
