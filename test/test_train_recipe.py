@@ -60,6 +60,29 @@ def test_one_command_writes_the_model_its_recipe_version_and_figures(tmp_path, c
     before = cobra_ros.load(R.phase_dir(out, 1, "lm")).model.vision.state_dict()
     after = cobra_ros.load(out).model.vision.state_dict()
     assert all((before[k] == after[k]).all() for k in before)
+    # the config says what the model was taught (the 2-D drawing has no boxes: no locate)
+    tasks = json.loads((out / "config.json").read_text())["cobra_ros"]["tasks"]
+    assert {"yes_no", "describe", "count", "where"} <= set(tasks) and "locate" not in tasks
+
+
+def test_start_from_continues_a_model_directory_and_a_missing_one_is_refused(tmp_path):
+    from cobra_ros.cli.train import main
+
+    import cobra_ros
+
+    first = {**TINY, "phases": TINY["phases"][:2], "eval": {}}
+    main(["--recipe", str(write(tmp_path, first)), "--out", str(tmp_path / "v1"), "--no-eval"])
+    more = {**TINY, "start_from": str(tmp_path / "v1"), "phases": [{"name": "more", "steps": 2}]}
+    assert R.phase_config(more, 0, more["start_from"]).init_from == str(tmp_path / "v1")
+    R.run_recipe(write(tmp_path, more), out=tmp_path / "v2", evaluate=False)
+    before = cobra_ros.load(tmp_path / "v1").model
+    after = cobra_ros.load(tmp_path / "v2").model
+    assert all((before.vision.state_dict()[k] == v).all()
+               for k, v in after.vision.state_dict().items())
+    assert any((before.llm.state_dict()[k] != v).any() for k, v in after.llm.state_dict().items())
+    with pytest.raises(R.RecipeError, match="not a model directory"):
+        R.run_recipe(write(tmp_path, {**more, "start_from": str(tmp_path / "none")}),
+                     out=tmp_path / "v3")
 
 
 @pytest.mark.parametrize("change,message", [
@@ -93,4 +116,6 @@ def test_the_repository_recipes_load_and_every_phase_checks():
     for path in sorted(Path(__file__).parents[1].glob("recipes/*.yaml")):
         recipe = R.load_recipe(path)
         for i in range(len(recipe["phases"])):
-            R.phase_config(recipe, i, "previous" if i else None)
+            R.phase_config(recipe, i, "previous" if i else recipe.get("start_from"))
+        if "start_from" in recipe:  # what it continues ships beside it
+            assert (path.parents[1] / recipe["start_from"] / "config.json").is_file(), path

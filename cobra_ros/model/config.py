@@ -89,6 +89,8 @@ class CobraConfig:
     resample: str = (
         "pil"  # "pil": the release's torchvision-on-PIL resize; "torch": ours until now
     )
+    # what a model we trained was taught (e.g. "yes_no", "describe", "locate"); empty: unknown
+    tasks: tuple = ()
 
     @property
     def projector_kind(self) -> str:
@@ -128,6 +130,8 @@ class CobraConfig:
             bos_before_image=self.bos_before_image,
             resample=self.resample,
         )
+        if self.tasks:
+            ours["tasks"] = list(self.tasks)
         return {"model": release, "cobra_ros": ours}
 
     @classmethod
@@ -150,6 +154,7 @@ class CobraConfig:
             )
             llm, ldp_grid = MambaConfig(**ours["llm"]), ours.get("ldp_grid", 14)
             bos, resample = bool(ours.get("bos_before_image", True)), ours.get("resample", "torch")
+            tasks = tuple(ours.get("tasks", ()))
         else:
             if m["vision_backbone_id"] not in VISION_BACKBONES:
                 raise ConfigError(
@@ -166,7 +171,7 @@ class CobraConfig:
                 LLM_BACKBONES[m["llm_backbone_id"]],
                 14,
             )
-            bos, resample = False, "pil"
+            bos, resample, tasks = False, "pil", ()
         cfg = cls(
             model_id=m["model_id"],
             vision_backbone_id=m["vision_backbone_id"],
@@ -180,6 +185,7 @@ class CobraConfig:
             ldp_grid=ldp_grid,
             bos_before_image=bos,
             resample=resample,
+            tasks=tasks,
         )
         cfg.projector_kind  # validates
         if cfg.image_resize_strategy not in RESIZE_STRATEGIES:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cobra_ros.langtable import questions
+from cobra_ros.langtable.questions import NONEXISTENT
 from cobra_ros.model.checkpoint import load_model_dir, save_model_dir
 from cobra_ros.model.cobra import Cobra, random_cobra
 from cobra_ros.model.config import preset
@@ -28,6 +29,11 @@ from cobra_ros.train.plots import plot_history
 from cobra_ros.train.probes import MentionProbe, SceneProbe, TokenProbe, watching
 from cobra_ros.train.towers import (pretrain_towers, standardise_projector_input,
                                     tower_features, tower_presence)
+
+
+def task_of(relation: str) -> str:
+    """The task an example of `relation` teaches: every relation and presence is a yes/no."""
+    return "yes_no" if relation in questions.RELATIONS or relation == NONEXISTENT else relation
 
 
 def extend_projector(model: Cobra, kind: str) -> Cobra:
@@ -294,6 +300,8 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print, data=None, held_out=
             history["eval_yes_no"].append(accuracy)
             log(f"step {step + 1}: loss {smooth:.3f}, held-out yes/no accuracy {accuracy:.3f}")
     model.eval()
+    model.cfg = replace(model.cfg, tasks=tuple(sorted(
+        set(model.cfg.tasks) | {task_of(e.relation) for e in data.examples})))
     save_model_dir(model, tokenizer, out_dir)
     summary = {
         "train_config": vars(cfg),

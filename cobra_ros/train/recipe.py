@@ -2,6 +2,7 @@
 
     name: langtable-tiny-v2
     out: models/langtable-tiny-v2      # default model directory
+    start_from: models/langtable-tiny-v1   # optional: a model directory the first phase continues
     hardware: what it was measured on, how long it took
     cache_dir: .cache/scenes           # rendered scenes, keyed by their arguments
     data:
@@ -59,7 +60,8 @@ def load_recipe(path) -> dict:
 
 
 def check_recipe(recipe: dict) -> None:
-    known = {"name", "out", "hardware", "cache_dir", "data", "base", "phases", "eval", "notes"}
+    known = {"name", "out", "start_from", "hardware", "cache_dir", "data", "base", "phases",
+             "eval", "notes"}
     if set(recipe) - known:
         raise RecipeError(f"unknown recipe keys {sorted(set(recipe) - known)}")
     if not recipe.get("phases"):
@@ -82,7 +84,7 @@ def check_recipe(recipe: dict) -> None:
         if not phase.get("name") or phase["name"] in names:
             raise RecipeError("every phase needs a name of its own")
         names.add(phase["name"])
-    check_config(phase_config(recipe, 0, None))  # the first phase has nothing to continue
+    check_config(phase_config(recipe, 0, recipe.get("start_from")))
 
 
 def phase_config(recipe: dict, index: int, previous, overrides=None,
@@ -156,11 +158,14 @@ def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, 
     """Train the model `path` describes into `out` (default: the recipe's `out`)."""
     recipe = load_recipe(path)
     out = Path(out or recipe.get("out") or f"models/{recipe.get('name', 'model')}")
+    start = recipe.get("start_from")
+    if start is not None and not (Path(start) / "config.json").is_file():
+        raise RecipeError(f"start_from {start}: not a model directory (no config.json)")
     for i in range(len(recipe["phases"])):  # every phase checked before hours are spent
-        check_config(phase_config(recipe, i, "previous" if i else None, overrides, max_steps))
+        check_config(phase_config(recipe, i, "previous" if i else start, overrides, max_steps))
     t0 = time.perf_counter()
     data, held_out = build_data(recipe, max_scenes, log)
-    phases, previous = [], None
+    phases, previous = [], start
     bar = tqdm(recipe["phases"], desc="phases", unit="phase", position=0)
     for i, phase in enumerate(bar):
         bar.set_postfix(phase=phase["name"])
