@@ -9,7 +9,7 @@ job waits. A job that fails is reported and the worker goes on with the next one
 Client jobs that carry a `Batch` with equal keys run together: when the head of the FIFO has one,
 every job waiting with the same key leaves the queue with it and the group runs as one call of the
 head's `Batch.run`. The head always goes first and jobs only ever move forward, to join it, so a
-job waits for at most the turns of the jobs ahead of it (one of which may have grown into a batch).
+job waits for at most the turns of the jobs ahead of it (any turn may have grown into a batch).
 If the batched call fails, each job of the group runs alone, so a failure stays with its own job.
 
 The worker knows nothing of the model: a job is a function of the job itself, `fn(job)`, and the
