@@ -11,13 +11,19 @@ checks:
   - memory stays flat: the slope of the node's RSS over the second half of the run (MB per minute);
 and reports calls, replies, errors by kind, drops, and p50/p99 latency per call type.
 
+With --compare-batching the same node runs the soak with batch_yes_no false, then true (set at
+run time; --rounds repeats the pair, so slow drift on a shared machine hits both alike), and
+prints throughput and p50/p99 latency of each setting and their ratios.
+
     python -m benchmarks.soak --minutes 5          # `make soak`: 60 Hz camera, 16 clients
     python -m benchmarks.soak --seconds 20 --clients 4 --camera-hz 30 --json soak.json
+    python -m benchmarks.soak --seconds 60 --compare-batching --rounds 2
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -176,6 +182,13 @@ class Soak:
         }
 
 
+def model_counts(client) -> dict:
+    """The node's batched yes/no calls and the jobs they answered, from a fresh diagnostics
+    report."""
+    values = {kv.key: kv.value for kv in client.status(": model", time.monotonic()).values}
+    return {k: int(values[f"jobs_{k}"]) for k in ("batches", "batched")}
+
+
 def rss_slope_mb_per_min(samples, warmup_fraction: float = 0.5) -> float:
     """Least-squares slope of RSS after warm-up (allocators and caches grow early, then level)."""
     points = [(t, mb) for t, mb in samples if t >= samples[-1][0] * warmup_fraction]
@@ -183,6 +196,78 @@ def rss_slope_mb_per_min(samples, warmup_fraction: float = 0.5) -> float:
         return float("nan")
     t, mb = np.array(points).T
     return float(np.polyfit(t / 60.0, mb, 1)[0])
+
+
+def summary(soak: Soak, figures: dict) -> dict:
+    """One run's figures (everything but the node's fate)."""
+    before, after = figures["before"], figures["after"]
+    counted = {k: after[k] - before[k] for k in after}
+    exact = after["received"] == sum(after[k] for k in ("rejected", "dropped", "taken", "waiting"))
+    # frames sent before the node's first frame from this publisher are not gaps it could see
+    unseen = soak.published - counted["received"] - counted["lost"]
+    return {
+        "duration_s": figures["elapsed_s"],
+        "calls": dict(soak.calls),
+        "replies": dict(soak.replies),
+        "errors": dict(soak.errors),
+        "describe_goals_cancelled": soak.cancelled,
+        "unanswered": soak.lost,
+        "frames_published": soak.published,
+        "frames": counted,
+        "frame_counts_exact": exact,
+        "frames_published_but_not_counted": unseen,
+        "rss_mb_start_end": [figures["rss"][0][1], figures["rss"][-1][1]],
+        "rss_slope_mb_per_min": rss_slope_mb_per_min(figures["rss"]),
+        "rss_trace_mb": [round(mb, 1) for _, mb in figures["rss"]],
+        "latency_ms": {kind: percentiles(v) for kind, v in soak.latency.items()},
+    }
+
+
+def problems(report: dict, args) -> list[str]:
+    found = []
+    if report["unanswered"]:
+        found.append(f"{len(report['unanswered'])} calls without a reply in time")
+    if not report["frame_counts_exact"]:
+        found.append(f"frame counts do not add up: {report['frames']}")
+    slope = report["rss_slope_mb_per_min"]
+    if not slope <= args.max_rss_slope:
+        found.append(f"RSS grows {slope:.2f} MB/min after warm-up (limit {args.max_rss_slope})")
+    return found
+
+
+def compare_batching(runs: list) -> dict:
+    """Throughput (answered calls per second) and p50/p99 latency (ms) per call kind, pooled over
+    the runs of each batch_yes_no setting, and the ratios batched / one at a time."""
+    figures = {}
+    for setting in (False, True):
+        mine = [(soak, figures_, batches) for batch, soak, figures_, batches in runs
+                if batch == setting]
+        seconds = sum(f["elapsed_s"] for _, f, _ in mine)
+        row = {}
+        for kind in ("ask_yes_no", "ask"):
+            samples = [ms for soak, _, _ in mine for ms in soak.latency[f"{kind} answered"]]
+            stats = percentiles(samples) if samples else {"p50": math.nan, "p99": math.nan}
+            row[f"{kind} answered/s"] = len(samples) / seconds
+            row[f"{kind} p50 ms"], row[f"{kind} p99 ms"] = stats["p50"], stats["p99"]
+        answered = sum(len(soak.latency[f"{kind} answered"]) for soak, _, _ in mine
+                       for kind in ("ask_yes_no", "ask"))
+        row["all answered/s"] = answered / seconds
+        calls, jobs = (sum(b[k] for _, _, b in mine) for k in ("batches", "batched"))
+        row["yes/no jobs per batch"] = jobs / calls if calls else math.nan
+        figures[f"batch_yes_no {str(setting).lower()}"] = row
+    off, on = figures["batch_yes_no false"], figures["batch_yes_no true"]
+    figures["ratio true / false"] = {
+        k: on[k] / off[k] for k in off if k != "yes/no jobs per batch" and off[k]}
+    return figures
+
+
+def print_comparison(figures: dict) -> None:
+    columns = list(figures)
+    print("ratios: above 1 is better for answered/s, below 1 for latency")
+    print(f"{'':<24}" + "".join(f"{c:>20}" for c in columns))
+    for row in figures[columns[0]]:
+        cells = [figures[c].get(row, math.nan) for c in columns]
+        print(f"{row:<24}" + "".join(f"{v:>20.3f}" for v in cells))
 
 
 def main(argv=None) -> int:
@@ -217,6 +302,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="keep Fast DDS's default transport (large frames then get lost in UDP fragments)",
     )
+    parser.add_argument("--compare-batching", action="store_true",
+                        help="run with batch_yes_no false, then true, on the same node, and "
+                             "print both settings' throughput and latency and their ratios")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --compare-batching: how many (false, true) pairs to run, "
+                             "each run --seconds/--minutes long")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
     args.duration_s = args.seconds if args.seconds else 60.0 * (args.minutes or 5.0)
@@ -255,52 +346,42 @@ def main(argv=None) -> int:
         f"DDS profile {os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE') or 'default'}",
         flush=True,
     )
+    settings = [False, True] * args.rounds if args.compare_batching else [None]
+    runs = []  # (batch_yes_no or None: the node's default, Soak, its figures, batch counts)
     try:
         client.wait_ready(timeout=120)
-        soak = Soak(client, args)
-        figures = soak.run(node.process.pid)
+        for batch in settings:
+            if batch is not None:
+                (result,) = client.set_parameters(batch_yes_no=batch)
+                if not result.successful:
+                    raise RuntimeError(f"batch_yes_no refused: {result.reason}")
+            start = model_counts(client)
+            soak = Soak(client, args)
+            figures = soak.run(node.process.pid)
+            end = model_counts(client)
+            runs.append((batch, soak, figures, {k: end[k] - start[k] for k in end}))
         alive = node.running()
     finally:
         client.close()
         exit_status = node.stop()
 
-    before, after = figures["before"], figures["after"]
-    counted = {k: after[k] - before[k] for k in after}
-    exact = after["received"] == sum(after[k] for k in ("rejected", "dropped", "taken", "waiting"))
-    # frames sent before the node's first frame from this publisher are not gaps it could see
-    unseen = soak.published - counted["received"] - counted["lost"]
-    slope = rss_slope_mb_per_min(figures["rss"])
-    latency_ms = {kind: percentiles(v) for kind, v in soak.latency.items()}
-    report = {
-        "duration_s": figures["elapsed_s"],
-        "node_alive_at_end": alive,
-        "node_exit_status": exit_status,
-        "calls": dict(soak.calls),
-        "replies": dict(soak.replies),
-        "errors": dict(soak.errors),
-        "describe_goals_cancelled": soak.cancelled,
-        "unanswered": soak.lost,
-        "frames_published": soak.published,
-        "frames": counted,
-        "frame_counts_exact": exact,
-        "frames_published_but_not_counted": unseen,
-        "rss_mb_start_end": [figures["rss"][0][1], figures["rss"][-1][1]],
-        "rss_slope_mb_per_min": slope,
-        "rss_trace_mb": [round(mb, 1) for _, mb in figures["rss"]],
-        "latency_ms": latency_ms,
-    }
+    reports = [{**({} if batch is None else {"batch_yes_no": batch}), **summary(soak, figures),
+                "yes_no_batches": counts["batches"], "yes_no_batched": counts["batched"]}
+               for batch, soak, figures, counts in runs]
+    report = {"node_alive_at_end": alive, "node_exit_status": exit_status}
+    if args.compare_batching:
+        report.update(runs=reports, comparison=compare_batching(runs))
+    else:
+        report.update(reports[0])
     print(json.dumps(report, indent=2))
+    if args.compare_batching:
+        print_comparison(report["comparison"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     failures = []
     if not alive or exit_status != 0:
         failures.append(f"node alive at end {alive}, exit status {exit_status}")
-    if soak.lost:
-        failures.append(f"{len(soak.lost)} calls without a reply in time")
-    if not exact:
-        failures.append(f"frame counts do not add up: {after}")
-    if not slope <= args.max_rss_slope:
-        failures.append(f"RSS grows {slope:.2f} MB/min after warm-up (limit {args.max_rss_slope})")
+    failures += [problem for r in reports for problem in problems(r, args)]
     print("soak " + ("FAILED: " + "; ".join(failures) if failures else "passed"), flush=True)
     return 1 if failures else 0
 

@@ -587,6 +587,62 @@ def test_a_fast_camera_and_a_slow_model_build_no_backlog(cobra):
         assert result.successful
 
 
+def model_values(cobra, newer_than):
+    return {kv.key: kv.value for kv in cobra.status(": model", newer_than).values}
+
+
+def test_concurrent_yes_no_calls_on_one_frame_are_answered_in_one_batch(cobra, expect):
+    """While a long Describe goal holds the model, a yes/no call per queue slot waits; together
+    they take one batched prefill on the newest frame, each answer equal to the engine's own
+    one-at-a-time P(yes) (a right-padded batch: within 1e-5). A malformed question sent among
+    them is refused alone."""
+    from cobra_ros.action import Describe
+
+    LONG, QUEUE, BATCHED = 8192, 4, 1e-5  # QUEUE: the node's queue_size
+    questions = ["Is there a red moon?", "Is the blue cube left of the green star?",
+                 "Is the table empty?", FRAME_QUESTION]
+    rgb = frame(13)
+    msg = image(rgb)
+    cobra.show(msg)
+    before = model_values(cobra, time.monotonic())
+    (raised,) = cobra.set_parameters(max_new_tokens_limit=LONG)
+    assert raised.successful, raised.reason
+    replies, started = {}, threading.Event()
+    try:
+        goal = cobra.wait_future(cobra.describe_client.send_goal_async(
+            Describe.Goal(max_new_tokens=LONG), feedback_callback=lambda _: started.set()),
+            30, "goal response")
+        assert goal.accepted and started.wait(30)  # the model is generating
+
+        def ask(question):
+            replies[question] = cobra.yes_no(question, timeout=120)
+
+        threads = [threading.Thread(target=ask, args=(q,)) for q in [*questions, "Red?\x07"]]
+        for thread in threads:
+            thread.start()
+        cobra.wait_for(lambda: int(model_values(cobra, time.monotonic())["queue_depth"]) == QUEUE,
+                       30, f"{QUEUE} yes/no calls waiting", poll=0.0)
+        cobra.wait_future(goal.cancel_goal_async(), 30, "cancel response")
+        for thread in threads:
+            thread.join(120)
+    finally:
+        (restored,) = cobra.set_parameters(max_new_tokens_limit=TOKEN_LIMIT)
+    assert restored.successful, restored.reason
+    result = cobra.wait_future(goal.get_result_async(), 30, "Describe result")
+    assert result.status == GoalStatus.STATUS_CANCELED  # it held the model until then
+    bad = replies.pop("Red?\x07")
+    assert not bad.success and "control character U+0007" in bad.message
+    assert sorted(replies) == sorted(questions)
+    for question, reply in replies.items():
+        assert reply.success, reply.message
+        assert stamp(reply.image_stamp) == stamp(msg.header)
+        assert reply.probability == pytest.approx(expect.p(rgb, question), abs=BATCHED)
+        assert reply.latency_ms > 0
+    after = model_values(cobra, time.monotonic())
+    batches, batched = (int(after[k]) - int(before[k]) for k in ("jobs_batches", "jobs_batched"))
+    assert (batches, batched) == (1, QUEUE), (before, after)
+
+
 def test_model_path_changes_at_run_time(cobra, expect, tiny_model_dir, tmp_path):
     """A bad path is refused at once; a model that fails to load is refused and the old one is
     loaded again; a good one is served once the set_parameters reply comes."""

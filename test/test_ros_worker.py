@@ -10,7 +10,7 @@ import pytest
 from cobra_ros.ros.cameras import Camera, Frame
 from cobra_ros.ros.jobs import ModelJobs, NoFrame
 from cobra_ros.ros.requests import RequestError, check_question, token_budget
-from cobra_ros.ros.worker import JobCancelled, ModelWorker, WorkerBusy, WorkerStopped
+from cobra_ros.ros.worker import Batch, JobCancelled, ModelWorker, WorkerBusy, WorkerStopped
 
 TIMEOUT = 10.0
 
@@ -86,7 +86,8 @@ def test_an_exception_fails_only_its_own_job(worker):
     assert bad.wait(TIMEOUT) and good.wait(TIMEOUT)
     assert isinstance(bad.error, RuntimeError) and good.result == "still here"
     assert errors == [("bad", "CUDA out of memory. Tried to allocate 2 GiB")]
-    assert worker.stats() == {"done": 1, "failed": 1, "cancelled": 0, "busy": 0}
+    assert worker.stats() == {"done": 1, "failed": 1, "cancelled": 0, "busy": 0, "batches": 0,
+                              "batched": 0}
 
 
 def test_cancelling_a_queued_job_frees_its_slot_and_a_running_one_sees_the_flag(worker):
@@ -123,6 +124,77 @@ def test_background_work_is_coalesced_and_yields_to_client_jobs(worker):
     assert order == ["client", "background"]
 
 
+def test_waiting_jobs_with_the_head_s_batch_key_run_with_it_and_the_rest_keep_their_order():
+    """The head takes every waiting job of its key along; other jobs keep their FIFO turn."""
+    worker = ModelWorker(queue_size=8)
+    calls = []
+
+    def single(name):
+        def fn(job):
+            calls.append([name])
+            return f"{name} alone"
+        return fn
+
+    def batched(items):
+        calls.append(list(items))
+        return [f"{item} in a batch of {len(items)}" for item in items]
+
+    def submit(name, key=None):
+        batch = Batch(key, name, batched) if key else None
+        return worker.submit(single(name), name, batch)
+
+    try:
+        gate = Gate()
+        worker.submit(gate, "blocker")
+        assert gate.started.wait(TIMEOUT)
+        jobs = [submit("a1", "A"), submit("x"), submit("a2", "A"), submit("b1", "B"),
+                submit("a3", "A"), submit("y")]
+        gate.release.set()
+        assert all(job.wait(TIMEOUT) for job in jobs)
+        assert calls == [["a1", "a2", "a3"], ["x"], ["b1"], ["y"]]
+        assert [job.result for job in jobs] == [
+            "a1 in a batch of 3", "x alone", "a2 in a batch of 3", "b1 alone",
+            "a3 in a batch of 3", "y alone"]
+        assert worker.stats() == {"done": 7, "failed": 0, "cancelled": 0, "busy": 0,
+                                  "batches": 1, "batched": 3}
+    finally:
+        worker.stop()
+
+
+def test_a_batch_that_fails_runs_each_job_alone_so_a_bad_one_fails_only_itself():
+    worker = ModelWorker(queue_size=8)
+    errors, alone = [], []
+    worker._on_error = lambda job, err: errors.append((job.name, str(err)))
+
+    def check(item):
+        if item == "bad":
+            raise ValueError("bad question")
+        return item.upper()
+
+    def fn(item):
+        def run(job):
+            alone.append(item)
+            return check(item)
+        return run
+
+    try:
+        gate = Gate()
+        worker.submit(gate, "blocker")
+        assert gate.started.wait(TIMEOUT)
+        jobs = [worker.submit(fn(item), item, Batch("K", item, lambda items: [
+            check(i) for i in items])) for item in ("good1", "bad", "good2")]
+        gate.release.set()
+        assert all(job.wait(TIMEOUT) for job in jobs)
+        assert [job.result for job in jobs] == ["GOOD1", None, "GOOD2"]
+        assert jobs[0].error is None and jobs[2].error is None
+        assert isinstance(jobs[1].error, ValueError) and errors == [("bad", "bad question")]
+        assert alone == ["good1", "bad", "good2"]
+        assert worker.stats() == {"done": 3, "failed": 1, "cancelled": 0, "busy": 0,
+                                  "batches": 0, "batched": 0}
+    finally:
+        worker.stop()
+
+
 def test_stop_answers_every_waiting_job():
     worker = ModelWorker(queue_size=4)
     gate = Gate()
@@ -144,12 +216,14 @@ def test_stop_answers_every_waiting_job():
 
 
 class CountingEngine:
-    """Encodes a frame to its first pixel value, and refuses the values in `fail_on`."""
+    """Encodes a frame to its first pixel value, and refuses the values in `fail_on`; P(yes) is
+    that value / 255, and the question "bad" fails the whole yes_no_batch call it is in."""
 
     name, device = "counting", "cpu"
 
     def __init__(self, fail_on=()):
         self.encoded, self.fail_on = [], set(fail_on)
+        self.batches = []  # the questions of each yes_no_batch call
 
     def encode(self, rgb):
         value = int(rgb[0, 0, 0])
@@ -158,8 +232,11 @@ class CountingEngine:
         self.encoded.append(value)
         return SimpleNamespace(value=value, encode_ms=1.0)
 
-    def yes_no(self, state, question, scoring="plain"):
-        return state.value / 255
+    def yes_no_batch(self, states, questions, scoring="plain"):
+        self.batches.append(list(questions))
+        if "bad" in questions:
+            raise ValueError("a question this engine refuses")
+        return [state.value / 255 for state in states]
 
 
 def frame(value, sec=0):
@@ -240,6 +317,44 @@ def test_a_frame_that_fails_to_encode_is_skipped_and_the_last_good_one_kept(jobs
     assert "cannot encode 7" in frames["last_problem"] and len(jobs_of.reports) == 1
     assert camera.counts()["taken"] == frames["encoded"] + frames["failed"]
     assert_counts_add_up(camera)
+
+
+def test_yes_no_jobs_waiting_on_one_camera_share_its_newest_frame_in_one_batch(jobs_of):
+    engine = CountingEngine()
+    jobs = jobs_of(engine)
+    image, wrist = Camera("image", "/image"), Camera("wrist", "/wrist")
+    image.offer(frame(3, sec=3))
+    wrist.offer(frame(200, sec=200))
+    gate = Gate()
+    jobs._worker.submit(gate, "blocker")
+    assert gate.started.wait(TIMEOUT)
+    queued = [jobs.yes_no(image, "q1"), jobs.yes_no(wrist, "w1"), jobs.yes_no(image, "q2"),
+              jobs.yes_no(image, "q3", batch=False)]
+    image.offer(frame(5, sec=5))  # the newest frame when the batch starts
+    gate.release.set()
+    assert all(job.wait(TIMEOUT) for job in queued)
+    assert engine.batches == [["q1", "q2"], ["w1"], ["q3"]] and engine.encoded == [5, 200]
+    assert [j.result.frame.header.stamp.sec for j in queued] == [5, 200, 5, 5]
+    assert [j.result.probability for j in queued] == [5 / 255, 200 / 255, 5 / 255, 5 / 255]
+    assert jobs.stats()["batches"] == 1 and jobs.stats()["batched"] == 2
+
+
+def test_a_bad_question_among_batched_ones_fails_only_its_own_job(jobs_of):
+    engine = CountingEngine()
+    jobs = jobs_of(engine)
+    camera = Camera("image", "/image")
+    camera.offer(frame(7))
+    gate = Gate()
+    jobs._worker.submit(gate, "blocker")
+    assert gate.started.wait(TIMEOUT)
+    queued = [jobs.yes_no(camera, q) for q in ("good", "bad", "fine")]
+    gate.release.set()
+    assert all(job.wait(TIMEOUT) for job in queued)
+    assert engine.batches == [["good", "bad", "fine"], ["good"], ["bad"], ["fine"]]
+    assert [j.result.probability for j in (queued[0], queued[2])] == [7 / 255, 7 / 255]
+    assert isinstance(queued[1].error, ValueError) and queued[1].result is None
+    assert engine.encoded == [7]  # the batch took the frame; the retries reuse its state
+    assert len(jobs_of.reports) == 1 and "a question this engine refuses" in jobs_of.reports[0]
 
 
 def test_counts_read_while_frames_arrive_and_are_taken_always_add_up():

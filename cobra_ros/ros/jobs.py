@@ -3,10 +3,12 @@
 Only this module touches the engine, and only from jobs on the worker thread (worker.py). The node
 asks for work with `ask`, `yes_no`, `locate` and `describe_new_frame`; each job takes the camera's
 newest frame if one came since the last job, encodes it once, and keeps that frame and its
-FrameState until a newer one comes. Results are plain values (the frame and the engine's Answer,
-P(yes) or box); replies.py turns them into messages. One ModelJobs serves one loaded model: a
-model change is a lifecycle cleanup (stop) and configure (load), so a kept FrameState never meets
-another model.
+FrameState until a newer one comes. Yes/no questions waiting for the same camera (and scoring)
+may be answered together: the worker hands them over as one batch, which takes the camera's newest
+frame once and prefills every question on its state in one `yes_no_batch` call. Results are
+plain values (the frame and the engine's Answer, P(yes) or box); replies.py turns them into
+messages. One ModelJobs serves one loaded model: a model change is a lifecycle cleanup (stop) and
+configure (load), so a kept FrameState never meets another model.
 
 Standing questions (`set_watch`) are answered on every frame of their camera that is encoded,
 by whichever job encodes it: the watch's own background job (`watch_new_frame`, queued by the
@@ -23,7 +25,7 @@ from typing import Any, Callable
 from cobra_ros.model.grounding import GroundingError, TableCamera
 from cobra_ros.ros import diagnostics, params
 from cobra_ros.ros.cameras import Camera, Frame
-from cobra_ros.ros.worker import Job, JobCancelled, ModelWorker, WorkerStopped
+from cobra_ros.ros.worker import Batch, Job, JobCancelled, ModelWorker, WorkerStopped
 
 TextCallback = Callable[[Frame, str, int], None]  # (frame, text so far, tokens so far)
 
@@ -147,9 +149,14 @@ class ModelJobs:
         return self._worker.submit(
             lambda job: self._ask(job, camera, question, budget, on_text, cancel_requested), name)
 
-    def yes_no(self, camera: Camera, question: str, scoring: str = "plain") -> Job:
-        return self._worker.submit(lambda job: self._yes_no(camera, question, scoring),
-                                   "ask_yes_no")
+    def yes_no(self, camera: Camera, question: str, scoring: str = "plain",
+               batch: bool = True) -> Job:
+        """P(yes) on the camera's newest frame; with `batch`, in one call with the other batched
+        yes/no questions waiting for the same camera and scoring."""
+        together = Batch(("ask_yes_no", camera, scoring), question,
+                         lambda questions: self._yes_no(camera, questions, scoring))
+        return self._worker.submit(lambda job: self._yes_no(camera, [question], scoring)[0],
+                                   "ask_yes_no", together if batch else None)
 
     def locate(self, camera: Camera, expression: str,
                calibration: TableCamera | None = None) -> Job:
@@ -248,12 +255,14 @@ class ModelJobs:
                          tokens_per_second=answer.tokens_per_second)
         return Asked(frame, state.encode_ms, answer)
 
-    def _yes_no(self, camera, question, scoring) -> Judged:
+    def _yes_no(self, camera, questions: list, scoring) -> list[Judged]:
+        """Every question on one frame, the camera's newest, in one batched prefill."""
         frame, state = self._latest(camera)
         started = time.perf_counter()
-        probability = self._engine.yes_no(state, question, scoring=scoring)
+        probabilities = self._engine.yes_no_batch([state] * len(questions), questions,
+                                                  scoring=scoring)
         self.timings.add(prefill_ms=(time.perf_counter() - started) * 1000.0)
-        return Judged(frame, probability)
+        return [Judged(frame, p) for p in probabilities]
 
     def _locate(self, camera, expression, calibration) -> Found:
         frame, state = self._latest(camera)

@@ -443,7 +443,8 @@ class CobraNode(LifecycleNode):
         except RequestError as err:
             return self._refuse(response, str(err))
         judged, problem = self._wait(
-            lambda jobs: jobs.yes_no(camera, question, self.settings.scoring))
+            lambda jobs: jobs.yes_no(camera, question, self.settings.scoring,
+                                     self.settings.batch_yes_no))
         if problem:
             return self._refuse(response, problem)
         self._count("answered")

@@ -173,6 +173,9 @@ SPECS: dict[str, Spec] = {
                                              "the Language-Table camera)",
                        rule=_vector("camera_rpy")),
     "board_frame": Spec("world", "frame_id of the table points (the plane z = 0 is the table)"),
+    "batch_yes_no": Spec(True, "answer ~/ask_yes_no requests that wait for the same camera "
+                               "together: one batched prefill on the camera's newest frame "
+                               "(false: one request at a time)"),
     "queue_size": Spec(8, "requests that may wait for the model; further ones are refused as "
                           "busy", (1, 256), read_only=True),
     "autostart": Spec(True, "configure and activate the lifecycle node at start-up",

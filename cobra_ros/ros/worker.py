@@ -1,9 +1,16 @@
-"""One thread owns the model; every piece of model work runs there, one job at a time.
+"""One thread owns the model; every piece of model work runs there, one job (or batch) at a
+time.
 
 Client jobs (service calls, action goals) wait in a FIFO of at most `queue_size`: when it is full a
 new job is refused at once with WorkerBusy instead of the queue growing. Background jobs (periodic
 descriptions) are coalesced by key, so there is at most one per key, and run only when no client
 job waits. A job that fails is reported and the worker goes on with the next one.
+
+Client jobs that carry a `Batch` with equal keys run together: when the head of the FIFO has one,
+every job waiting with the same key leaves the queue with it and the group runs as one call of the
+head's `Batch.run`. The head always goes first and jobs only ever move forward, to join it, so a
+job waits for at most the turns of the jobs ahead of it (any turn may have grown into a batch).
+If the batched call fails, each job of the group runs alone, so a failure stays with its own job.
 
 The worker knows nothing of the model: a job is a function of the job itself, `fn(job)`, and the
 jobs module (jobs.py) closes over the engine. One worker serves one loaded model; a new model gets
@@ -14,9 +21,20 @@ from __future__ import annotations
 import gc
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
 
 JobFunction = Callable[["Job"], Any]  # job -> result, run on the worker thread
+
+
+@dataclass(frozen=True)
+class Batch:
+    """How a job may run with others: waiting jobs with an equal `key` run as one call,
+    run([item of each job, in queue order]) -> one result per item."""
+
+    key: Hashable
+    item: Any
+    run: Callable[[list], list]
 
 
 class WorkerBusy(RuntimeError):
@@ -34,8 +52,8 @@ class JobCancelled(RuntimeError):
 class Job:
     """A unit of model work and its outcome; `cancelled` is what a generation loop polls."""
 
-    def __init__(self, fn: JobFunction, name: str):
-        self.fn, self.name = fn, name
+    def __init__(self, fn: JobFunction, name: str, batch: Batch | None = None):
+        self.fn, self.name, self.batch = fn, name, batch
         self.result: Any = None
         self.error: BaseException | None = None
         self._done = threading.Event()
@@ -75,14 +93,18 @@ class ModelWorker:
         self._cond = threading.Condition()
         self._queue: deque[Job] = deque()
         self._background: OrderedDict[str, Job] = OrderedDict()
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._stopping = False
-        self._stats = {"done": 0, "failed": 0, "cancelled": 0, "busy": 0}
+        # batches: batched calls made; batched: the jobs they answered
+        self._stats = {"done": 0, "failed": 0, "cancelled": 0, "busy": 0, "batches": 0,
+                       "batched": 0}
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, fn: JobFunction, name: str) -> Job:
-        job = Job(fn, name)
+    def submit(self, fn: JobFunction, name: str, batch: Batch | None = None) -> Job:
+        """Queue `fn(job)`; with `batch`, the job may run instead in one call with other waiting
+        jobs of the same batch key."""
+        job = Job(fn, name, batch)
         with self._cond:
             if self._stopping:
                 raise WorkerStopped("the model is being unloaded")
@@ -108,15 +130,15 @@ class ModelWorker:
             return True
 
     def has_background(self, key: str) -> bool:
-        running = self._running
-        return key in self._background or (running is not None and running.name == key)
+        return key in self._background or any(job.name == key for job in self._running)
 
     def queue_depth(self) -> int:
         with self._cond:
             return len(self._queue)
 
     def stats(self) -> dict:
-        """Jobs done, failed, cancelled and refused as busy: one consistent snapshot."""
+        """Jobs done, failed, cancelled and refused as busy, and the batched calls and the jobs
+        they answered: one consistent snapshot."""
         with self._cond:
             return dict(self._stats)
 
@@ -127,8 +149,8 @@ class ModelWorker:
             waiting = list(self._queue) + list(self._background.values())
             self._queue.clear()
             self._background.clear()
-            if self._running is not None:
-                self._running._cancel.set()
+            for job in self._running:
+                job._cancel.set()
             self._cond.notify()
         for job in waiting:
             job._finish(error=WorkerStopped(reason))
@@ -147,35 +169,64 @@ class ModelWorker:
             self._stats["cancelled"] += 1
         job._finish(error=JobCancelled(f"{job.name} cancelled before it started"))
 
-    def _next_job(self) -> Job | None:
+    def _next_jobs(self) -> list[Job]:
+        """The head of the queue and every job waiting with its batch key (else the oldest
+        background job); empty when stopping."""
         with self._cond:
             while not (self._stopping or self._queue or self._background):
                 self._cond.wait()
             if self._stopping:
-                return None
+                return []
             if self._queue:
-                job = self._queue.popleft()
+                head = self._queue.popleft()
+                jobs = [head]
+                if head.batch is not None:
+                    jobs += [job for job in self._queue
+                             if job.batch is not None and job.batch.key == head.batch.key]
+                    for job in jobs[1:]:
+                        self._queue.remove(job)
             else:
-                _, job = self._background.popitem(last=False)
-            self._running = job
-        return job
+                _, head = self._background.popitem(last=False)
+                jobs = [head]
+            self._running = jobs
+        return jobs
 
     def _run(self) -> None:
-        while (job := self._next_job()) is not None:
-            try:
-                result, error = job.fn(job), None
-            except Exception as err:  # one failing job must not take the worker down
-                result, error = None, err
-                _recover_from(err)
+        while jobs := self._next_jobs():
+            outcomes = self._run_batch(jobs) if len(jobs) > 1 else None
+            if outcomes is None:  # one job, or a batch that failed: each job on its own
+                outcomes = [_outcome(job.fn, job) for job in jobs]
             with self._cond:
-                self._running = None
-                self._stats["failed" if error is not None else "done"] += 1
-            if error is not None and self._on_error is not None:
-                try:
-                    self._on_error(job, error)
-                except Exception:
-                    pass
-            job._finish(result, error)
+                self._running = []
+                for _, error in outcomes:
+                    self._stats["failed" if error is not None else "done"] += 1
+            for job, (result, error) in zip(jobs, outcomes):
+                if error is not None and self._on_error is not None:
+                    try:
+                        self._on_error(job, error)
+                    except Exception:
+                        pass
+                job._finish(result, error)
+
+    def _run_batch(self, jobs: list[Job]) -> list | None:
+        """[(result, None)] per job from one batched call, or None if that call failed."""
+        results, error = _outcome(jobs[0].batch.run, [job.batch.item for job in jobs])
+        if error is not None or len(results) != len(jobs):
+            return None
+        with self._cond:
+            self._stats["batches"] += 1
+            self._stats["batched"] += len(jobs)
+        return [(result, None) for result in results]
+
+
+def _outcome(fn: Callable, arg) -> tuple[Any, BaseException | None]:
+    """(fn(arg), None), or (None, the exception): one failing job must not take the worker
+    down."""
+    try:
+        return fn(arg), None
+    except Exception as err:
+        _recover_from(err)
+        return None, err
 
 
 def _free_memory() -> None:
