@@ -119,3 +119,16 @@ def test_the_repository_recipes_load_and_every_phase_checks():
             R.phase_config(recipe, i, "previous" if i else recipe.get("start_from"))
         if "start_from" in recipe:  # what it continues ships beside it
             assert (path.parents[1] / recipe["start_from"] / "config.json").is_file(), path
+
+
+def test_scene_sets_rendered_by_several_processes_are_the_ones_one_process_renders(tmp_path):
+    recipe = {**TINY, "cache_dir": str(tmp_path / "cache"),
+              "data": {"train": [*TINY["data"]["train"], {"seed": 3, "scenes": 4, "kind": "v2",
+                                                          "source": "2d"}],
+                       "held_out": TINY["data"]["held_out"]}}
+    together, held_together = R.build_data(recipe, workers=2, log=lambda _: None)
+    assert len(list((tmp_path / "cache").iterdir())) == 3  # each set rendered into the cache
+    alone, held_alone = R.build_data({**recipe, "cache_dir": None}, log=lambda _: None)
+    for a, b in ((together, alone), (held_together, held_alone)):
+        assert (a.images == b.images).all() and a.examples == b.examples
+

@@ -6,6 +6,7 @@ cobra_ros/train/config.py); --set overrides one of them for every phase, for a q
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import fields
 
 import yaml
@@ -51,6 +52,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-scenes", type=int, default=None,
                         help="cap every data set at this many scenes (with --max-steps: a smoke "
                              "run that renders little)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes that render the recipe's scene sets into its cache_dir "
+                             "(default: one per CPU core)")
     parser.add_argument("--no-eval", action="store_true",
                         help="skip the final cobra-eval figures (eval.json)")
     args = parser.parse_args(argv)
@@ -58,8 +62,8 @@ def parse_args(argv=None):
         overrides = parse_overrides(args.set)
         recipe = load_recipe(args.recipe)
         for i in range(len(recipe["phases"])):
-            check_config(phase_config(recipe, i, "previous" if i else None, overrides,
-                                      args.max_steps))
+            check_config(phase_config(recipe, i, "previous" if i else recipe.get("start_from"),
+                                      overrides, args.max_steps))
     except (ValueError, OSError, yaml.YAMLError) as err:
         parser.error(str(err))
     return args, recipe, overrides
@@ -69,7 +73,7 @@ def main(argv=None) -> None:
     args, _, overrides = parse_args(argv)
     try:
         version = run_recipe(args.recipe, args.out, overrides, args.max_steps, args.max_scenes,
-                             evaluate=not args.no_eval)
+                             evaluate=not args.no_eval, workers=args.workers)
     except RecipeError as err:
         raise SystemExit(f"cobra-train: {err}")
     for phase in version["phases"]:

@@ -25,8 +25,10 @@ to <out>.phases/ beside it.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 
@@ -108,29 +110,45 @@ def phase_config(recipe: dict, index: int, previous, overrides=None,
     return cfg
 
 
-def build_data(recipe: dict, max_scenes: int | None = None, log=print):
-    """The recipe's training mix and held-out set, rendered (or loaded from its cache_dir)."""
-    cache = recipe.get("cache_dir")
+def build_data(recipe: dict, max_scenes: int | None = None, log=print, workers: int = 1):
+    """The recipe's training mix and held-out set, rendered (or loaded from its cache_dir).
+
+    With a cache_dir and `workers` > 1, the sets are first rendered into the cache by that many
+    processes (a set each: every scene depends only on its set's seed and index), then loaded."""
     data = recipe.get("data", {})
-
-    def make(entry):
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in entry.items()}
-        seed, scenes = kw.pop("seed"), kw.pop("scenes")
-        if "block_set" in kw:  # a name: BLOCK_4, BLOCK_8, or ALL (the N_CHOOSE_K subsets)
-            sets = {"BLOCK_4": world.BLOCK_4, "BLOCK_8": world.BLOCK_8, "ALL": "ALL"}
-            if kw["block_set"] not in sets:
-                raise RecipeError(f"block_set must be one of {sorted(sets)}")
-            kw["block_set"] = sets[kw["block_set"]]
-        if max_scenes is not None:
-            scenes = min(scenes, max_scenes)
-        log(f"scenes: {scenes} of seed {seed} {kw}")
-        return questions.make_examples(seed, scenes, image_size=None, render_size=RENDER_SIZE,
-                                       cache_dir=cache, **kw)
-
-    train_sets = [make(e) for e in data.get("train", [])]
-    merged = merge_sets(train_sets) if train_sets else None
-    held_out = make(data["held_out"]) if "held_out" in data else None
+    cache = recipe.get("cache_dir")
+    entries = list(data.get("train", [])) + ([data["held_out"]] if "held_out" in data else [])
+    calls = [_entry_arguments(e, max_scenes) for e in entries]
+    for entry, kw in zip(entries, calls):
+        log(f"scenes: {kw['n_scenes']} of {entry}")
+    if cache is not None and workers > 1 and len(calls) > 1:
+        context = multiprocessing.get_context("spawn")  # a fresh PyBullet and torch each
+        with ProcessPoolExecutor(min(workers, len(calls)), mp_context=context) as pool:
+            list(pool.map(_render, [{**kw, "cache_dir": cache} for kw in calls]))
+    made = [questions.make_examples(**kw, cache_dir=cache) for kw in calls]
+    n_train = len(data.get("train", []))
+    merged = merge_sets(made[:n_train]) if n_train else None
+    held_out = made[n_train] if "held_out" in data else None
     return merged, held_out
+
+
+def _entry_arguments(entry: dict, max_scenes: int | None) -> dict:
+    """A data entry as questions.make_examples arguments."""
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in entry.items()}
+    kw["n_scenes"] = kw.pop("scenes")
+    if "block_set" in kw:  # a name: BLOCK_4, BLOCK_8, or ALL (the N_CHOOSE_K subsets)
+        sets = {"BLOCK_4": world.BLOCK_4, "BLOCK_8": world.BLOCK_8, "ALL": "ALL"}
+        if kw["block_set"] not in sets:
+            raise RecipeError(f"block_set must be one of {sorted(sets)}")
+        kw["block_set"] = sets[kw["block_set"]]
+    if max_scenes is not None:
+        kw["n_scenes"] = min(kw["n_scenes"], max_scenes)
+    return {**kw, "image_size": None, "render_size": RENDER_SIZE}
+
+
+def _render(kw: dict) -> None:
+    """One data set rendered into its cache (a worker process's job)."""
+    questions.make_examples(**kw, progress=False)
 
 
 def code_version() -> dict:
@@ -154,8 +172,9 @@ def phase_dir(out: Path, index: int, name: str) -> Path:
 
 
 def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, evaluate=True,
-               log=print) -> dict:
-    """Train the model `path` describes into `out` (default: the recipe's `out`)."""
+               log=print, workers: int = 1) -> dict:
+    """Train the model `path` describes into `out` (default: the recipe's `out`); its scenes
+    rendered by `workers` processes."""
     recipe = load_recipe(path)
     out = Path(out or recipe.get("out") or f"models/{recipe.get('name', 'model')}")
     start = recipe.get("start_from")
@@ -164,7 +183,7 @@ def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, 
     for i in range(len(recipe["phases"])):  # every phase checked before hours are spent
         check_config(phase_config(recipe, i, "previous" if i else start, overrides, max_steps))
     t0 = time.perf_counter()
-    data, held_out = build_data(recipe, max_scenes, log)
+    data, held_out = build_data(recipe, max_scenes, log, workers)
     phases, previous = [], start
     bar = tqdm(recipe["phases"], desc="phases", unit="phase", position=0)
     for i, phase in enumerate(bar):
