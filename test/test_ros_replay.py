@@ -88,9 +88,13 @@ def test_replay_publishes_every_frame_with_recorded_stamps_and_instructions():
     ]
     np.testing.assert_allclose(stamps - stamps[0], recorded, atol=2e-6)
     assert instructions == [expected[0].instruction, expected[-1].instruction]
-    # speed 5: the recorded span plays in a fifth of the time (not flat out, not in real time)
-    played = arrivals[-1] - arrivals[0]
-    assert recorded[-1] / 5 * 0.8 < played < recorded[-1] / 2, played
+    # speed 5: the recorded span plays in a fifth of the time (not flat out, not in real time).
+    # The rate is the median over every pair of frames half the stream apart, so one frame that
+    # a busy host delivers late (often the first) cannot stretch or shrink it.
+    half = len(arrivals) // 2
+    rate = np.median([(arrivals[i + half] - arrivals[i]) / (recorded[i + half] - recorded[i])
+                      for i in range(len(arrivals) - half)])
+    assert 0.8 / 5 < rate < 1 / 2, rate
 
 
 def test_a_bad_source_is_refused_with_the_reason(tmp_path):
