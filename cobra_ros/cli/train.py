@@ -11,8 +11,8 @@ from dataclasses import fields
 
 import yaml
 
-from cobra_ros.train.config import TrainConfig, check_config
-from cobra_ros.train.recipe import CHAINED, RecipeError, load_recipe, phase_config, run_recipe
+from cobra_ros.train.config import TrainConfig
+from cobra_ros.train.recipe import CHAINED, RecipeError, check_phases, load_recipe, run_recipe
 
 
 def parse_overrides(pairs) -> dict:
@@ -61,9 +61,7 @@ def parse_args(argv=None):
     try:
         overrides = parse_overrides(args.set)
         recipe = load_recipe(args.recipe)
-        for i in range(len(recipe["phases"])):
-            check_config(phase_config(recipe, i, "previous" if i else recipe.get("start_from"),
-                                      overrides, args.max_steps))
+        check_phases(recipe, overrides, args.max_steps)
     except (ValueError, OSError, yaml.YAMLError) as err:
         parser.error(str(err))
     return args, recipe, overrides

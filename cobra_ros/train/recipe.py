@@ -110,6 +110,13 @@ def phase_config(recipe: dict, index: int, previous, overrides=None,
     return cfg
 
 
+def check_phases(recipe: dict, overrides=None, max_steps: int | None = None) -> None:
+    """Every phase's TrainConfig checked, each chained as the run will chain it."""
+    for i in range(len(recipe["phases"])):
+        check_config(phase_config(recipe, i, "previous" if i else recipe.get("start_from"),
+                                  overrides, max_steps))
+
+
 def build_data(recipe: dict, max_scenes: int | None = None, log=print, workers: int = 1):
     """The recipe's training mix and held-out set, rendered (or loaded from its cache_dir).
 
@@ -180,8 +187,7 @@ def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, 
     start = recipe.get("start_from")
     if start is not None and not (Path(start) / "config.json").is_file():
         raise RecipeError(f"start_from {start}: not a model directory (no config.json)")
-    for i in range(len(recipe["phases"])):  # every phase checked before hours are spent
-        check_config(phase_config(recipe, i, "previous" if i else start, overrides, max_steps))
+    check_phases(recipe, overrides, max_steps)  # every phase checked before hours are spent
     t0 = time.perf_counter()
     data, held_out = build_data(recipe, max_scenes, log, workers)
     phases, previous = [], start
