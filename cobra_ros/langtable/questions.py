@@ -426,6 +426,13 @@ def worded(example: Example, family: str, rng, standard: bool) -> Example:
                    family=family)
 
 
+def reworded(example: Example, rng, families=wording.TRAIN_FAMILIES) -> Example:
+    """The worded yes/no `example` again, in a family drawn afresh and typed afresh: training
+    sees a new wording each time it draws the question, the answer following the new family."""
+    plain = replace(example, label=example.label != wording.negates(example.family))
+    return worded(plain, _choice(rng, families), rng, standard=False)
+
+
 def _name_text(name: str) -> str:
     return name if " " in name else block_text(name)
 

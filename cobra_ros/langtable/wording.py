@@ -50,7 +50,12 @@ FAMILIES = {
     ),
     "located": ("Is the {a} {r} {b} in the image?", "Is the {a} {r} {b} on the table?"),
     "short": ("{a} {r} {b}?",),
-    "negation": ("Is the {a} not {r} {b}?", "Is the {a} not {r} {b} on the table?"),
+    "negation": (
+        "Is the {a} not {r} {b}?",
+        "Is the {a} not {r} {b} on the table?",
+        "Could you tell me if the {a} is not {r} {b}?",
+        "Is the {a} not {r} {b}, please?",
+    ),
     # held out
     "whether": (
         "Can you check whether the {a} is {r} {b}?",
@@ -67,7 +72,8 @@ PRESENCE_FAMILIES = {
     "polite": ("Could you tell me if there is a {a}?", "Is there a {a}, please?"),
     "located": ("Is there a {a} in the image?", "Is there a {a} on the table?"),
     "short": ("{a}?", "any {a}?"),
-    "negation": ("Is there not a {a}?", "Is the {a} not on the table?"),
+    "negation": ("Is there not a {a}?", "Is the {a} not on the table?",
+                 "Is there no {a} on the board?", "Could you tell me if there is not a {a}?"),
     "whether": ("Can you check whether there is a {a}?", "I'd like to know if there is a {a}."),
     "say": ("Would you say there is a {a} on the table?", "Can you spot a {a}?"),
     "negation_true": ("Is it true that there is no {a}?", "Would you say there is no {a}?"),

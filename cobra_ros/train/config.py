@@ -26,6 +26,11 @@ class TrainConfig:
     memory_init: bool = True  # long-memory SSM channels (mamba.long_memory_init)
     first_steps: int = 400  # curriculum: the first steps train only on `first_relations`
     first_relations: str = "presence,count,colour,shape"
+    # relations whose examples this run does not train on (comma-separated, e.g. "locate"): the
+    # data (and a scene cache) stays as made, and the saved model's tasks do not gain them
+    leave_out: str = ""
+    # each time a worded yes/no question is drawn, draw its wording family and typing afresh
+    reword: bool = False
     # a model directory to continue from (its towers, projector, LM and tokenizer)
     init_from: str = ""
     # a model directory whose trained vision towers to reuse (set tower_steps to 0)

@@ -66,9 +66,10 @@ class Batches:
     """Samples (image indices, question/answer token batches), each question naming its image."""
 
     def __init__(
-        self, data: questions.ExampleSet, tokenizer: ChatTokenizer, seed: int, relations=None
+        self, data: questions.ExampleSet, tokenizer: ChatTokenizer, seed: int, relations=None,
+        reword: bool = False,
     ):
-        self.tokenizer, self.truths = tokenizer, data.truths
+        self.tokenizer, self.truths, self.reword = tokenizer, data.truths, reword
         self._mention_ends = {}
         self.by_image: list[list[questions.Example]] = [[] for _ in range(len(data.images))]
         for example in data.examples:
@@ -84,14 +85,17 @@ class Batches:
         for row, index in enumerate(picked):
             exs = self.by_image[index]
             for k in self.rng.choice(len(exs), min(per_image, len(exs)), replace=False):
-                question, answer = training_texts(exs[k], self.rng)
+                example = exs[k]
+                if self.reword and example.family:
+                    example = questions.reworded(example, self.rng)
+                question, answer = training_texts(example, self.rng)
                 prompt, target = (
                     self.tokenizer.prompt_ids(question),
                     self.tokenizer.answer_ids(answer),
                 )
                 rows.append(row)
-                asked = asked_index(exs[k]) if exs[k].label is not None else None
-                seqs.append((prompt, target, *self._named(exs[k], index), asked))
+                asked = asked_index(example) if example.label is not None else None
+                seqs.append((prompt, target, *self._named(example, index), asked))
         # Descriptions are several times longer than other answers: pad each kind only to its own
         # length.
         groups = []

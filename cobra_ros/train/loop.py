@@ -144,9 +144,12 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print, data=None, held_out=
         held_out = questions.make_examples(
             cfg.seed + 10_000, cfg.eval_scenes, image_size=None, render_size=RENDER_SIZE
         )
-    data = copy.copy(data)  # with_where_all replaces its examples: the caller's stay
+    data = copy.copy(data)  # with_where_all and leave_out replace its examples: the caller's stay
     if cfg.where_all:
         with_where_all(data)
+    if cfg.leave_out:
+        left_out = set(cfg.leave_out.split(","))
+        data.examples = [e for e in data.examples if e.relation not in left_out]
     if cfg.init_from:
         model, tokenizer = load_model_dir(cfg.init_from)
         if cfg.projector and cfg.projector != model.cfg.projector_kind:
@@ -186,11 +189,11 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print, data=None, held_out=
     features = tower_features(model, images)
     if cfg.standardise and not cfg.init_from:
         standardise_projector_input(model, features)
-    batches = Batches(data, tokenizer, cfg.seed)
+    batches = Batches(data, tokenizer, cfg.seed, reword=cfg.reword)
     # Questions about one block's presence or identity first: the simplest image lookups, which the
     # relation questions then build on.
     first_batches = (
-        Batches(data, tokenizer, cfg.seed, set(cfg.first_relations.split(",")))
+        Batches(data, tokenizer, cfg.seed, set(cfg.first_relations.split(",")), cfg.reword)
         if cfg.first_steps
         else None
     )
