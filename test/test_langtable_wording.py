@@ -74,6 +74,30 @@ def test_negation_flips_the_answer_of_the_same_question():
         assert no.answer == ("Yes" if no.label else "No") and " not " in no.question
 
 
+def test_a_reworded_question_keeps_its_meaning_in_a_fresh_training_wording():
+    by_name = {b.name: b for b in SCENE}
+    rng = np.random.default_rng(0)
+    drawn = [e for e in many(W.TRAIN_FAMILIES, standard=False, n=20)
+             if e.relation in TWO_BLOCK or e.relation == "presence"]
+    texts, families = set(), set()
+    for e in drawn:
+        if e.relation == "presence":
+            truth = e.blocks[0] in by_name
+        else:
+            truth = Q.relation_label(e.relation, *(by_name[n] for n in e.blocks))
+        for _ in range(5):
+            r = Q.reworded(e, rng)
+            assert (r.relation, r.blocks) == (e.relation, e.blocks)
+            if e.relation != "presence":
+                assert meaning_of(r.question) == (e.relation, W.negates(r.family)), r.question
+            assert r.label == (truth != W.negates(r.family)), r.question
+            assert r.answer == ("Yes" if r.label else "No")
+            texts.add(r.question)
+            families.add(r.family)
+    assert families == set(W.TRAIN_FAMILIES)
+    assert len(texts) > 2 * len({e.question for e in drawn})
+
+
 def test_presence_covers_absent_blocks_of_the_set_and_blocks_that_do_not_exist():
     examples = many(("plain",), n=60)
     on_table = {b.name for b in SCENE}

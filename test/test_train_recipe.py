@@ -65,6 +65,17 @@ def test_one_command_writes_the_model_its_recipe_version_and_figures(tmp_path, c
     assert {"yes_no", "describe", "count", "where"} <= set(tasks) and "locate" not in tasks
 
 
+def test_a_relation_left_out_is_not_trained_and_not_in_the_tasks(tmp_path):
+    from cobra_ros.cli.train import main
+
+    recipe = {**TINY, "phases": [TINY["phases"][0],
+                                 {**TINY["phases"][1], "leave_out": "count,describe",
+                                  "reword": True}], "eval": {}}
+    main(["--recipe", str(write(tmp_path, recipe)), "--out", str(tmp_path / "m"), "--no-eval"])
+    tasks = json.loads((tmp_path / "m" / "config.json").read_text())["cobra_ros"]["tasks"]
+    assert "yes_no" in tasks and not {"count", "describe"} & set(tasks)
+
+
 def test_start_from_continues_a_model_directory_and_a_missing_one_is_refused(tmp_path):
     from cobra_ros.cli.train import main
 
