@@ -65,6 +65,24 @@ def test_one_command_writes_the_model_its_recipe_version_and_figures(tmp_path, c
     assert {"yes_no", "describe", "count", "where"} <= set(tasks) and "locate" not in tasks
 
 
+def test_the_model_records_the_recipe_and_code_it_started_with(tmp_path, monkeypatch):
+    recipe = {**TINY, "phases": TINY["phases"][:2], "eval": {}}
+    path = write(tmp_path, recipe)
+    started = R.code_version()
+    trained = R.train
+
+    def edited_mid_run(*args, **kwargs):  # someone edits the recipe and commits during the run
+        path.write_text(yaml.safe_dump({**recipe, "name": "edited"}))
+        monkeypatch.setattr(R, "code_version", lambda: {"describe": "later", "commit": "0" * 40})
+        return trained(*args, **kwargs)
+
+    monkeypatch.setattr(R, "train", edited_mid_run)
+    R.run_recipe(path, out=tmp_path / "m", evaluate=False)
+    assert yaml.safe_load((tmp_path / "m" / "recipe.yaml").read_text()) == recipe
+    version = json.loads((tmp_path / "m" / "version.json").read_text())
+    assert version["commit"] == started["commit"]
+
+
 def test_a_relation_left_out_is_not_trained_and_not_in_the_tasks(tmp_path):
     from cobra_ros.cli.train import main
 

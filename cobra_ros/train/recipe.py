@@ -182,6 +182,8 @@ def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, 
                log=print, workers: int = 1) -> dict:
     """Train the model `path` describes into `out` (default: the recipe's `out`); its scenes
     rendered by `workers` processes."""
+    # what trained is what was there at the start: edits and commits during the run do not count
+    recipe_text, code = Path(path).read_text(), code_version()
     recipe = load_recipe(path)
     out = Path(out or recipe.get("out") or f"models/{recipe.get('name', 'model')}")
     start = recipe.get("start_from")
@@ -207,8 +209,8 @@ def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, 
                        "final_loss": summary["final_loss"],
                        "held_out_yes_no": summary["held_out_yes_no"]})
         previous = target
-    (out / "recipe.yaml").write_text(Path(path).read_text())
-    version = {**code_version(), "recipe": str(path), "hardware": recipe.get("hardware"),
+    (out / "recipe.yaml").write_text(recipe_text)
+    version = {**code, "recipe": str(path), "hardware": recipe.get("hardware"),
                "overrides": overrides or {}, "max_steps": max_steps, "max_scenes": max_scenes,
                "seconds": time.perf_counter() - t0, "phases": phases}
     if evaluate and recipe.get("eval"):
