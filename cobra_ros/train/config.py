@@ -52,15 +52,14 @@ class TrainConfig:
     standardise: bool = False  # standardise_projector_input before stage 2
     # a projector kind (config.ARCH_SPECIFIERS) instead of the preset's (or init_from's)
     projector: str = ""
-    # fused-ldpnet only: pool the patch grid to ldp_grid x ldp_grid image tokens (0: preset's)
+    # fused-ldpnet only: pool the patch grid to ldp_grid x ldp_grid image tokens (0: preset's, or
+    # init_from's; with init_from, the same weights pool to the new grid: none depends on it)
     ldp_grid: int = 0
 
 
 def check_config(cfg: TrainConfig) -> None:
     """Reject options that would otherwise be silently ignored."""
-    if cfg.init_from and cfg.ldp_grid:
-        raise ValueError("init_from keeps the saved model's token grid: drop ldp_grid")
-    if cfg.ldp_grid and not preset(
+    if cfg.ldp_grid and not cfg.init_from and not preset(
         cfg.preset, arch=cfg.projector or None
     ).projector_kind.startswith("fused-ldpnet"):
         raise ValueError(

@@ -54,6 +54,19 @@ def extend_projector(model: Cobra, kind: str) -> Cobra:
     return extended
 
 
+def regrid_projector(model: Cobra, grid: int) -> Cobra:
+    """The same model pooling its patches to grid x grid image tokens. A fused-ldpnet projector's
+    weights (per-patch MLP, position embedding, depthwise conv over the token grid) do not depend
+    on the grid, so every weight carries over; the LM then reads grid**2 tokens per image."""
+    if not model.cfg.projector_kind.startswith("fused-ldpnet"):
+        raise ValueError(f"ldp_grid pools only a fused-ldpnet projector, not "
+                         f"{model.cfg.projector_kind}")
+    regridded = Cobra(replace(model.cfg, ldp_grid=grid), model.vision.dino, model.vision.siglip)
+    regridded.llm.load_state_dict(model.llm.state_dict())
+    regridded.projector.load_state_dict(model.projector.state_dict())
+    return regridded
+
+
 def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: SceneProbe | None = None,
                     table=None, token_probe: TokenProbe | None = None, weigh_answers: bool = False,
                     mention_probe: MentionProbe | None = None,
@@ -154,6 +167,8 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print, data=None, held_out=
         model, tokenizer = load_model_dir(cfg.init_from)
         if cfg.projector and cfg.projector != model.cfg.projector_kind:
             model = extend_projector(model, cfg.projector)
+        if cfg.ldp_grid and cfg.ldp_grid != model.cfg.ldp_grid:
+            model = regrid_projector(model, cfg.ldp_grid)
         model_cfg = model.cfg
     else:
         corpus = [t for e in data.examples for t in (e.question, e.answer)] + list(
