@@ -99,8 +99,26 @@ def test_sim_source_replays_seeded_world_episodes_with_ground_truth():
         np.testing.assert_array_equal(a.rgb, b.rgb)
 
 
+def test_original_names_the_same_episodes_in_googles_simulator():
+    source = replay.make_source("original:BLOCK_8", seed=3, episodes=2)
+    assert source == replay.SimSource("BLOCK_8", 3, 2, source.size, original=True)
+    assert replay.source_kind("original") == "sim"
+    assert not replay.make_source("sim:BLOCK_8").original
+    try:
+        from cobra_ros.langtable.sim.original import import_original
+
+        import_original()
+    except ImportError:
+        pytest.skip("Google's language_table package is not installed beside the project")
+    frames = list(iter_frames(replay.replace(replay.make_source(
+        "original:BLOCK_8", seed=5, episodes=1, size=SMALL), steps=3)))
+    assert [f.step_index for f in frames] == [0, 1, 2]
+    assert all(f.rgb.shape == (54, 96, 3) and len(f.truth.blocks) == 8 for f in frames)
+
+
 @pytest.mark.parametrize("source, message", [
     ("sim:BLOCK_9", "block mode is one of BLOCK_4, BLOCK_8, N_CHOOSE_K"),
+    ("original:BLOCK_2", "block mode is one of BLOCK_4, BLOCK_8, N_CHOOSE_K"),
     ("/no/such/dir", "no such file or directory"),
     ("{tmp}", "not an RLDS version dir"),
 ])

@@ -6,6 +6,9 @@ in seconds (the dataset's 10 Hz control rate for episodes, the recorded stamps f
 is a spec string (`make_source`) or the object it names:
 
     sim | sim:BLOCK_4 | sim:BLOCK_8 | sim:N_CHOOSE_K   the PyBullet Language-Table world
+    original | original:BLOCK_8 | ...                  the same episodes in Google's simulator
+                                                       (its language_table package, installed
+                                                       beside the project)
     synthetic                                          the 2-D look-alike's push episodes
     PATH                                               an RLDS version dir or a ROS 2 bag
 
@@ -30,7 +33,9 @@ from cobra_ros.langtable.episodes import iter_push_episodes
 from cobra_ros.langtable.world import DEFAULT_SIZE, Rendered, render
 
 CONTROL_RATE_HZ = 10.0  # env control_frequency; OXE and LeRobot list language_table at 10 fps
-SOURCE_HELP = ("'sim' or 'sim:BLOCK_4|BLOCK_8|N_CHOOSE_K' (the PyBullet world), 'synthetic' "
+SOURCE_HELP = ("'sim' or 'sim:BLOCK_4|BLOCK_8|N_CHOOSE_K' (the PyBullet world), 'original' or "
+               "'original:MODE' (the same episodes in Google's simulator, when its language_table "
+               "package is installed), 'synthetic' "
                "(the 2-D look-alike), an RLDS version dir or a ROS 2 bag")
 
 
@@ -44,7 +49,8 @@ class SyntheticSource:
 @dataclass(frozen=True)
 class SimSource:
     """Episodes of the PyBullet world: episode i is reset with seed (seed, i) and pushed by a
-    scripted pusher for `steps` control steps. training=False draws N_CHOOSE_K's test sets."""
+    scripted pusher for `steps` control steps. training=False draws N_CHOOSE_K's test sets.
+    original=True runs them in Google's simulator (`LangTableSim(original=True)`)."""
 
     block_mode: str = "BLOCK_4"
     seed: int = 0
@@ -52,6 +58,7 @@ class SimSource:
     size: tuple = DEFAULT_SIZE  # (width, height)
     steps: int = 40
     training: bool = True
+    original: bool = False
 
 
 class ReplayFrame(NamedTuple):
@@ -69,21 +76,22 @@ def make_source(spec, seed: int = 0, episodes: int = 10, size=DEFAULT_SIZE):
         return spec
     if spec == "synthetic":
         return SyntheticSource(seed, episodes, tuple(size))
-    if spec == "sim" or spec.startswith("sim:"):
+    world, _, mode = spec.partition(":")
+    if world in ("sim", "original"):
         from cobra_ros.langtable.sim import BLOCK_MODES
 
-        mode = spec.partition(":")[2] or "BLOCK_4"
+        mode = mode or "BLOCK_4"
         if mode not in BLOCK_MODES:
             raise ValueError(f"{spec!r}: the world's block mode is one of "
                              f"{', '.join(BLOCK_MODES)}, not {mode!r}")
-        return SimSource(mode, seed, episodes, tuple(size))
+        return SimSource(mode, seed, episodes, tuple(size), original=world == "original")
     source_kind(spec)  # fail early on a path that is neither
     return spec
 
 
 def source_kind(source) -> str:
     """'sim', 'synthetic', 'rlds' or 'bag' (a spec string is parsed first)."""
-    if isinstance(source, str) and (source in ("sim", "synthetic") or source.startswith("sim:")):
+    if isinstance(source, str) and source.partition(":")[0] in ("sim", "original", "synthetic"):
         source = make_source(source)
     if isinstance(source, SimSource):
         return "sim"
@@ -230,7 +238,7 @@ def _sim_frames(source: SimSource, start: int, limit: int | None, rate_hz: float
 
     stop = source.episodes if limit is None else min(source.episodes, start + limit)
     with LangTableSim(source.block_mode, seed=source.seed, size=source.size,
-                      training=source.training) as sim:
+                      training=source.training, original=source.original) as sim:
         for index in range(start, stop):
             rng = np.random.default_rng([source.seed, index])
             frame = sim.reset(seed=int(rng.integers(2**31)))
