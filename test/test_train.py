@@ -322,13 +322,37 @@ def test_line_probes_score_their_tokens_and_train_only_the_layers_below_them(tin
     model.llm.zero_grad(set_to_none=True)  # the engine is shared with other tests
 
 
+def test_length_groups_pad_least_in_at_most_the_groups_allowed():
+    import itertools
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lengths = rng.integers(1, 100, rng.integers(1, 9)).tolist()
+        most = int(rng.integers(1, 4))
+        groups = train.length_groups(lengths, most)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        assert 1 <= len(groups) <= most and all(groups)
+        padded = sum(len(g) * max(lengths[i] for i in g) for g in groups)
+        # against every way of cutting the sorted lengths into at most `most` groups
+        s = sorted(lengths)
+        best = min(
+            sum((b - a) * s[b - 1] for a, b in zip((0, *cuts), (*cuts, len(s))))
+            for k in range(min(most, len(s)))
+            for cuts in itertools.combinations(range(1, len(s)), k)
+        )
+        assert padded == best
+
+
 def test_answer_loss_weighs_every_token_or_every_answer_the_same(tiny_engine):
     model, tok = tiny_engine.model.eval(), tiny_engine.tokenizer
     data = questions.make_examples(4, 3, image_size=32)
     picked, groups = train.Batches(data, tok, seed=0, relations={"presence", "describe"}).sample(
         3, 3
     )
-    assert len(groups) == 2  # short (yes/no) and long (description) answers
+    # short (yes/no) and long (description) answers are never padded together
+    assert {len(groups)} <= {2, 3, 4, 5, 6}
+    for rows, ids, labels, *_ in groups:
+        assert len({int((lab != train.IGNORE).sum()) > 8 for lab in labels}) == 1
     with torch.no_grad():
         features = train.tower_features(model, data.images[picked.numpy()])
         # reference: every question on its own, its image prefilled again
