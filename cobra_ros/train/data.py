@@ -162,6 +162,8 @@ class Batches:
 
     def _mention_end(self, question: str, text: str) -> int | None:
         key = (question, text)
+        if len(self._mention_ends) > 200_000:  # reworded questions are mostly new: stay bounded
+            self._mention_ends.clear()
         if key not in self._mention_ends:
             at = question.find(text)
             whole, head = (

@@ -52,9 +52,10 @@ class RecipeError(ValueError):
     pass
 
 
-def load_recipe(path) -> dict:
-    """The recipe at `path`, checked: unknown keys are errors, never silently ignored."""
-    recipe = yaml.safe_load(Path(path).read_text())
+def load_recipe(path, text: str | None = None) -> dict:
+    """The recipe at `path` (or its `text`, already read), checked: unknown keys are errors, never
+    silently ignored."""
+    recipe = yaml.safe_load(Path(path).read_text() if text is None else text)
     if not isinstance(recipe, dict):
         raise RecipeError(f"{path}: a recipe is a mapping")
     check_recipe(recipe)
@@ -184,7 +185,7 @@ def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, 
     rendered by `workers` processes."""
     # what trained is what was there at the start: edits and commits during the run do not count
     recipe_text, code = Path(path).read_text(), code_version()
-    recipe = load_recipe(path)
+    recipe = load_recipe(path, recipe_text)  # one read: what is recorded is what runs
     out = Path(out or recipe.get("out") or f"models/{recipe.get('name', 'model')}")
     start = recipe.get("start_from")
     if start is not None and not (Path(start) / "config.json").is_file():
