@@ -2,8 +2,8 @@
 
 A recurrent LM steps through every padded position, so the step time follows the padded tokens,
 not the real ones. Each setting runs the same sampled batches (the `Batches` seed fixes them) on
-the same model, forward and backward with every probe, so the losses must agree to float
-rounding; the times are printed beside the 1-group baseline of this run.
+the same model, forward and backward with the bundled recipe's probes, so the losses must agree
+to float rounding; the times are printed beside the 1-group baseline of this run.
 
     python -m benchmarks.train_step
     python -m benchmarks.train_step --model DIR --scenes 60 --steps 6 --groups 1,3
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,9 +21,11 @@ from tqdm import tqdm
 from cobra_ros.langtable import questions
 from cobra_ros.model.checkpoint import load_model_dir
 from cobra_ros.paths import default_model_path
-from cobra_ros.train import (MOST_NAMED, RENDER_SIZE, Batches, MentionProbe, SceneProbe,
-                             TokenProbe, as_model_inputs, loss_on_answers, scene_table,
-                             tower_features)
+from cobra_ros.train import (RENDER_SIZE, Batches, as_model_inputs, loss_on_answers,
+                             make_probes, scene_table, tower_features)
+from cobra_ros.train.recipe import load_recipe, phase_config
+
+RECIPE = Path(__file__).parents[1] / "recipes" / "langtable-tiny-v2.yaml"
 
 
 def main(argv=None) -> int:
@@ -47,15 +50,10 @@ def main(argv=None) -> int:
     model.train()
     model.vision.requires_grad_(False).eval()
     features = tower_features(model, as_model_inputs(data.images, model.cfg))
-    d = model.cfg.llm.d_model
-    layers = model.cfg.llm.n_layer
     torch.manual_seed(0)
-    probes = (
-        SceneProbe(d, min(1, layers - 1)),
-        TokenProbe(model.projector(features[:1]).shape[1], d),
-        MentionProbe(d, min(2, layers - 1)),
-        MentionProbe(d, min(3, layers - 1), slots=MOST_NAMED, kinds=len(questions.RELATIONS)),
-    )
+    # the probes and answer weighting of the bundled model's recipe
+    cfg = phase_config(load_recipe(RECIPE), 0, None)
+    probes = tuple(make_probes(cfg, model, features).values())
     table = scene_table(data.truths)
 
     results = {}
@@ -68,12 +66,13 @@ def main(argv=None) -> int:
             picked, batch = batches.sample(16, 8)
             scene, tokens, mentions, places = probes
             out = loss_on_answers(model, features[picked], batch, tokenizer.bos_id, scene,
-                                  (table[0][picked], table[1][picked]), tokens, True, mentions,
-                                  places)
+                                  (table[0][picked], table[1][picked]), tokens,
+                                  cfg.weigh_answers, mentions, places)
             sum(out).backward()
             model.zero_grad(set_to_none=True)
             for probe in probes:
-                probe.zero_grad(set_to_none=True)
+                if probe is not None:
+                    probe.zero_grad(set_to_none=True)
             if step:
                 times.append(time.perf_counter() - start)
                 losses.append(out[0].item())

@@ -67,6 +67,8 @@ def length_groups(lengths, most: int) -> list[list[int]]:
     each group to its longest wastes the fewest positions (exact, by dynamic programming over the
     sorted lengths). The LM steps through every padded position of a group, so one 100-token
     question would otherwise make a hundred 25-token ones cost four times as much."""
+    if not lengths:
+        return []
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     sorted_lengths = [lengths[i] for i in order]
     n, most = len(order), max(1, min(most, len(order)))
@@ -136,7 +138,7 @@ class Batches:
                 i for i, (p, t, *_) in enumerate(seqs) if (len(t) > self.long_answer) == is_long
             ]
             lengths = [len(seqs[i][0]) + len(seqs[i][1]) for i in members]
-            for group in length_groups(lengths, self.groups) if members else []:
+            for group in length_groups(lengths, self.groups):
                 chosen = [members[i] for i in group]
                 padded = self._pad([seqs[i] for i in chosen])
                 groups.append((torch.tensor([rows[i] for i in chosen]), *padded))

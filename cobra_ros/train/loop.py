@@ -67,6 +67,28 @@ def regrid_projector(model: Cobra, grid: int) -> Cobra:
     return regridded
 
 
+def make_probes(cfg: TrainConfig, model: Cobra, features: torch.Tensor) -> dict:
+    """The auxiliary heads `cfg` turns on (None where its loss weight is 0), freshly started, by
+    name: the scene probe, the token probe, the mention probe and the places probe. `features`:
+    some images' tower features (the token probe is sized to the projector's tokens)."""
+    d, layers = model.cfg.llm.d_model, model.cfg.llm.n_layer
+    return {
+        "probe": SceneProbe(d, min(cfg.scene_layer, layers - 1)) if cfg.scene_loss else None,
+        "token_probe": (
+            TokenProbe(model.projector(features[:1]).shape[1], d) if cfg.token_loss else None
+        ),
+        "mention_probe": (
+            MentionProbe(d, min(cfg.mention_layer, layers - 1)) if cfg.mention_loss else None
+        ),
+        "places_probe": (
+            MentionProbe(d, min(cfg.places_layer, layers - 1), slots=MOST_NAMED,
+                         kinds=len(questions.RELATIONS))
+            if cfg.places_loss
+            else None
+        ),
+    }
+
+
 def loss_on_answers(model: Cobra, features, groups, bos_id: int, probe: SceneProbe | None = None,
                     table=None, token_probe: TokenProbe | None = None, weigh_answers: bool = False,
                     mention_probe: MentionProbe | None = None,
@@ -212,35 +234,9 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print, data=None, held_out=
         if cfg.first_steps
         else None
     )
-    probe_layer = min(cfg.scene_layer, model_cfg.llm.n_layer - 1)
-    probe = SceneProbe(model_cfg.llm.d_model, probe_layer) if cfg.scene_loss else None
-    token_probe = (
-        TokenProbe(model.projector(features[:1]).shape[1], model_cfg.llm.d_model)
-        if cfg.token_loss
-        else None
-    )
-    mention_probe = (
-        MentionProbe(model_cfg.llm.d_model, min(cfg.mention_layer, model_cfg.llm.n_layer - 1))
-        if cfg.mention_loss
-        else None
-    )
-    places_probe = (
-        MentionProbe(
-            model_cfg.llm.d_model,
-            min(cfg.places_layer, model_cfg.llm.n_layer - 1),
-            slots=MOST_NAMED,
-            kinds=len(questions.RELATIONS),
-        )
-        if cfg.places_loss
-        else None
-    )
+    probes = make_probes(cfg, model, features)
+    probe, token_probe, mention_probe, places_probe = probes.values()
     table = scene_table(data.truths) if probe or token_probe else None
-    probes = {
-        "probe": probe,
-        "token_probe": token_probe,
-        "mention_probe": mention_probe,
-        "places_probe": places_probe,
-    }
     named_by_kind = {
         False: [(n, p) for n, p in model.named_parameters() if p.requires_grad],
         True: [(f"{k}.{n}", p) for k, m in probes.items() if m for n, p in m.named_parameters()],
