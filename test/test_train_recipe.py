@@ -114,6 +114,27 @@ def test_start_from_continues_a_model_directory_and_a_missing_one_is_refused(tmp
                      out=tmp_path / "v3")
 
 
+def test_a_run_resumed_at_a_phase_makes_the_model_the_whole_run_makes(tmp_path):
+    from cobra_ros.cli.train import main
+
+    import cobra_ros
+
+    path = write(tmp_path, {**TINY, "eval": {}})
+    main(["--recipe", str(path), "--out", str(tmp_path / "whole"), "--no-eval"])
+    # a run cut short in its last phase: the phases before it saved their models
+    (tmp_path / "whole.phases").rename(tmp_path / "cut.phases")
+    version = R.run_recipe(path, out=tmp_path / "cut", evaluate=False, from_phase="more")
+    assert [p["name"] for p in version["phases"]] == ["more"]
+    assert version["continued"] == str(R.phase_dir(tmp_path / "cut", 1, "lm"))
+    whole = cobra_ros.load(tmp_path / "whole").model.state_dict()
+    cut = cobra_ros.load(tmp_path / "cut").model.state_dict()
+    assert whole.keys() == cut.keys() and all((whole[k] == cut[k]).all() for k in whole)
+    with pytest.raises(R.RecipeError, match="phases are"):
+        R.run_recipe(path, out=tmp_path / "cut", from_phase="tower")
+    with pytest.raises(R.RecipeError, match="phase lm's model .* not a model directory"):
+        R.run_recipe(path, out=tmp_path / "elsewhere", from_phase="more")
+
+
 @pytest.mark.parametrize("change,message", [
     ({"phases": [{"name": "a", "steps": 1, "lerning_rate": 1}]}, "lerning_rate"),
     ({"phases": [{"name": "a", "init_from": "x"}]}, "init_from"),

@@ -55,6 +55,9 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes that render the recipe's scene sets into its cache_dir "
                              "(default: one per CPU core)")
+    parser.add_argument("--from-phase", default=None, metavar="NAME",
+                        help="start at this phase of the recipe, continuing the model the phase "
+                             "before it saved in <out>.phases/ (a run cut short, resumed)")
     parser.add_argument("--no-eval", action="store_true",
                         help="skip the final cobra-eval figures (eval.json)")
     args = parser.parse_args(argv)
@@ -71,7 +74,8 @@ def main(argv=None) -> None:
     args, _, overrides = parse_args(argv)
     try:
         version = run_recipe(args.recipe, args.out, overrides, args.max_steps, args.max_scenes,
-                             evaluate=not args.no_eval, workers=args.workers)
+                             evaluate=not args.no_eval, workers=args.workers,
+                             from_phase=args.from_phase)
     except RecipeError as err:
         raise SystemExit(f"cobra-train: {err}")
     for phase in version["phases"]:

@@ -20,7 +20,7 @@ over `base`, and `from`: "previous" (default: its towers, projector, LM and toke
 "towers-only" (the previous phase's towers under a fresh projector and LM) or "scratch". The
 last phase writes the model directory, and with it recipe.yaml, version.json (the code's git
 describe and commit, each phase's time) and eval.json / eval.png; the earlier phases' models go
-to <out>.phases/ beside it.
+to <out>.phases/ beside it, so a run cut short resumes at the phase it was in (`from_phase`).
 """
 from __future__ import annotations
 
@@ -179,23 +179,40 @@ def phase_dir(out: Path, index: int, name: str) -> Path:
     return out.parent / f"{out.name}.phases" / f"{index}-{name}"
 
 
+def first_phase(recipe: dict, out: Path, from_phase: str | None) -> tuple[int, str | None]:
+    """Where a run starts: (the index of its first phase, the model directory that phase
+    continues). A run resumed `from_phase` continues the phase before it as an earlier run into
+    the same `out` saved it (phase_dir), so a run cut short loses only the phase it was in."""
+    start = recipe.get("start_from")
+    index = 0
+    if from_phase is not None:
+        names = [p["name"] for p in recipe["phases"]]
+        if from_phase not in names:
+            raise RecipeError(f"from_phase {from_phase!r}: the recipe's phases are {names}")
+        index = names.index(from_phase)
+        if index:
+            start = str(phase_dir(out, index - 1, names[index - 1]))
+    if start is not None and not (Path(start) / "config.json").is_file():
+        what = "start_from" if index == 0 else f"phase {names[index - 1]}'s model"
+        raise RecipeError(f"{what} {start}: not a model directory (no config.json)")
+    return index, start
+
+
 def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, evaluate=True,
-               log=print, workers: int = 1) -> dict:
+               log=print, workers: int = 1, from_phase: str | None = None) -> dict:
     """Train the model `path` describes into `out` (default: the recipe's `out`); its scenes
-    rendered by `workers` processes."""
+    rendered by `workers` processes. `from_phase`: skip the phases before it (first_phase)."""
     # what trained is what was there at the start: edits and commits during the run do not count
     recipe_text, code = Path(path).read_text(), code_version()
     recipe = load_recipe(path, recipe_text)  # one read: what is recorded is what runs
     out = Path(out or recipe.get("out") or f"models/{recipe.get('name', 'model')}")
-    start = recipe.get("start_from")
-    if start is not None and not (Path(start) / "config.json").is_file():
-        raise RecipeError(f"start_from {start}: not a model directory (no config.json)")
+    skip, start = first_phase(recipe, out, from_phase)
     check_phases(recipe, overrides, max_steps)  # every phase checked before hours are spent
     t0 = time.perf_counter()
     data, held_out = build_data(recipe, max_scenes, log, workers)
     phases, previous = [], start
-    bar = tqdm(recipe["phases"], desc="phases", unit="phase", position=0)
-    for i, phase in enumerate(bar):
+    bar = tqdm(recipe["phases"][skip:], desc="phases", unit="phase", position=0)
+    for i, phase in enumerate(bar, start=skip):
         bar.set_postfix(phase=phase["name"])
         last = i == len(recipe["phases"]) - 1
         # earlier phases beside the model, not in it: the model directory stays its own size
@@ -213,6 +230,7 @@ def run_recipe(path, out=None, overrides=None, max_steps=None, max_scenes=None, 
     (out / "recipe.yaml").write_text(recipe_text)
     version = {**code, "recipe": str(path), "hardware": recipe.get("hardware"),
                "overrides": overrides or {}, "max_steps": max_steps, "max_scenes": max_scenes,
+               "from_phase": from_phase, "continued": start,
                "seconds": time.perf_counter() - t0, "phases": phases}
     if evaluate and recipe.get("eval"):
         version["eval"] = write_eval(out, recipe["eval"], max_scenes)
