@@ -85,18 +85,22 @@ def make_source(spec, seed: int = 0, episodes: int = 10, size=DEFAULT_SIZE):
             raise ValueError(f"{spec!r}: the world's block mode is one of "
                              f"{', '.join(BLOCK_MODES)}, not {mode!r}")
         return SimSource(mode, seed, episodes, tuple(size), original=world == "original")
-    source_kind(spec)  # fail early on a path that is neither
+    path_kind(spec)  # fail early on a path that is neither
     return spec
 
 
 def source_kind(source) -> str:
     """'sim', 'synthetic', 'rlds' or 'bag' (a spec string is parsed first)."""
-    if isinstance(source, str) and source.partition(":")[0] in ("sim", "original", "synthetic"):
-        source = make_source(source)
+    source = make_source(source)
     if isinstance(source, SimSource):
         return "sim"
     if isinstance(source, SyntheticSource):
         return "synthetic"
+    return path_kind(source)
+
+
+def path_kind(source) -> str:
+    """'rlds' or 'bag': what the file or directory at `source` holds."""
     path = Path(source)
     if not path.exists():
         raise ValueError(f"{source}: no such file or directory (a source is {SOURCE_HELP})")
