@@ -183,17 +183,16 @@ def first_phase(recipe: dict, out: Path, from_phase: str | None) -> tuple[int, s
     """Where a run starts: (the index of its first phase, the model directory that phase
     continues). A run resumed `from_phase` continues the phase before it as an earlier run into
     the same `out` saved it (phase_dir), so a run cut short loses only the phase it was in."""
-    start = recipe.get("start_from")
-    index = 0
-    if from_phase is not None:
-        names = [p["name"] for p in recipe["phases"]]
-        if from_phase not in names:
-            raise RecipeError(f"from_phase {from_phase!r}: the recipe's phases are {names}")
-        index = names.index(from_phase)
-        if index:
-            start = str(phase_dir(out, index - 1, names[index - 1]))
+    names = [p["name"] for p in recipe["phases"]]
+    if from_phase is not None and from_phase not in names:
+        raise RecipeError(f"from_phase {from_phase!r}: the recipe's phases are {names}")
+    index = names.index(from_phase) if from_phase is not None else 0
+    if index == 0:
+        start, what = recipe.get("start_from"), "start_from"
+    else:
+        start = str(phase_dir(out, index - 1, names[index - 1]))
+        what = f"phase {names[index - 1]}'s model"
     if start is not None and not (Path(start) / "config.json").is_file():
-        what = "start_from" if index == 0 else f"phase {names[index - 1]}'s model"
         raise RecipeError(f"{what} {start}: not a model directory (no config.json)")
     return index, start
 
