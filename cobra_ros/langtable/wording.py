@@ -4,7 +4,8 @@ surface noise (case, punctuation, spacing).
 A family is a way of putting a question ("polite": "Could you tell me if the red moon is left of
 the blue cube?"). Training draws from TRAIN_FAMILIES; HELD_OUT_FAMILIES are never used for
 training so that the evaluation can report how the model does on wordings it never saw.
-Families whose name starts with "negation" put a "not" in the question: the answer flips.
+Families whose name starts with "negation" put a "not" (or a "no") in the question: the answer
+flips.
 Relation phrases (RELATION_PHRASES) are shared by every family: "higher than" must mean "above"
 whatever the sentence around it.
 """
@@ -47,14 +48,27 @@ FAMILIES = {
         "Could you tell me if the {a} is {r} {b}?",
         "Please tell me: is the {a} {r} {b}?",
         "Is the {a} {r} {b}, please?",
+        "Do you think the {a} is {r} {b}?",
+        "Quick question: is the {a} {r} {b}?",
+        "Hey, is the {a} {r} {b}?",
+        "I want to know: is the {a} {r} {b}?",
     ),
-    "located": ("Is the {a} {r} {b} in the image?", "Is the {a} {r} {b} on the table?"),
-    "short": ("{a} {r} {b}?",),
+    "located": (
+        "Is the {a} {r} {b} in the image?",
+        "Is the {a} {r} {b} on the table?",
+        "Is the {a} {r} {b} right now?",
+        "On the board, is the {a} {r} {b}?",
+        "In this picture, is the {a} {r} {b}?",
+    ),
+    "short": ("{a} {r} {b}?", "{a} {r} {b}, yes or no?", "is {a} {r} {b}?"),
     "negation": (
         "Is the {a} not {r} {b}?",
         "Is the {a} not {r} {b} on the table?",
         "Could you tell me if the {a} is not {r} {b}?",
         "Is the {a} not {r} {b}, please?",
+        "Do you think the {a} is not {r} {b}?",
+        "Hey, is the {a} not {r} {b}?",
+        "Is the {a} not {r} {b} right now?",
     ),
     # held out
     "whether": (
@@ -69,11 +83,15 @@ FAMILIES = {
 }
 PRESENCE_FAMILIES = {
     "plain": ("Is there a {a}?", "Is there a {a} on the board?", "Do you see a {a}?"),
-    "polite": ("Could you tell me if there is a {a}?", "Is there a {a}, please?"),
-    "located": ("Is there a {a} in the image?", "Is there a {a} on the table?"),
-    "short": ("{a}?", "any {a}?"),
+    "polite": ("Could you tell me if there is a {a}?", "Is there a {a}, please?",
+               "Do you think there is a {a}?", "Quick question: is there a {a}?",
+               "Hey, do you see a {a}?"),
+    "located": ("Is there a {a} in the image?", "Is there a {a} on the table?",
+                "Is there a {a} in this picture?", "Is a {a} on the board right now?"),
+    "short": ("{a}?", "any {a}?", "{a} on the table?", "see a {a}?"),
     "negation": ("Is there not a {a}?", "Is the {a} not on the table?",
-                 "Is there no {a} on the board?", "Could you tell me if there is not a {a}?"),
+                 "Is there no {a} on the board?", "Could you tell me if there is not a {a}?",
+                 "Do you think there is no {a}?"),
     "whether": ("Can you check whether there is a {a}?", "I'd like to know if there is a {a}."),
     "say": ("Would you say there is a {a} on the table?", "Can you spot a {a}?"),
     "negation_true": ("Is it true that there is no {a}?", "Would you say there is no {a}?"),
