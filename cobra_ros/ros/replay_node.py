@@ -56,6 +56,9 @@ SPECS = {name: Spec(*args, read_only=True, **kwargs) for name, args, kwargs in [
     ("loop", (False, "start again after the last frame"), {}),
     ("wait_for_subscribers", (0, "wait until the image topic has this many subscribers",
                               (0, 1000)), {}),
+    ("queue_depth", (100, "history depth of the image publisher: a reliable subscriber that "
+                          "matches late or falls behind by fewer frames loses none", (1, 10000)),
+     {}),
     ("frame_id", ("camera_optical_frame", "header frame_id of the images"), {}),
     ("transport", ("raw", "raw: Image on image; compressed: JPEG CompressedImage on "
                           "image/compressed"), {"choices": params.TRANSPORTS}),
@@ -71,10 +74,11 @@ class ReplayNode(Node):
         if problems:
             raise ValueError("; ".join(problems))
         self.source = self._source()
+        depth = self.p["queue_depth"]
         if self.p["transport"] == "compressed":
-            self._images = self.create_publisher(CompressedImage, "image/compressed", 10)
+            self._images = self.create_publisher(CompressedImage, "image/compressed", depth)
         else:
-            self._images = self.create_publisher(Image, "image", 10)
+            self._images = self.create_publisher(Image, "image", depth)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._instructions = self.create_publisher(String, "instruction", latched)
         self.published = 0
