@@ -20,7 +20,6 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -29,6 +28,7 @@ from cobra_ros.model.checkpoint import load_model_dir
 from cobra_ros.train import as_model_inputs, tower_features
 from cobra_ros.train.data import BLOCK_INDEX, RENDER_SIZE, patch_targets, visible_blocks
 from cobra_ros.train.recipe import _entry_arguments, load_recipe
+from cobra_ros.train.towers import patch_loss
 
 
 def block_centres(truths) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,10 +50,10 @@ def pixel_errors(said: torch.Tensor, where: torch.Tensor, shown: torch.Tensor) -
     return error[shown > 0].numpy()
 
 
-def fit(head: nn.Module, loss_of, n: int, steps: int, desc: str) -> None:
+def fit(head: nn.Module, loss_of, n: int, steps: int) -> None:
     opt = torch.optim.AdamW(head.parameters(), 3e-3)
     pick = torch.Generator().manual_seed(0)
-    for step in tqdm(range(steps), desc=desc, unit="step", leave=False):
+    for step in tqdm(range(steps), desc="patches", unit="step", leave=False):
         for group in opt.param_groups:
             group["lr"] = 3e-3 * 0.5 * (1 + np.cos(np.pi * step / steps))
         loss = loss_of(torch.randint(n, (64,), generator=pick))
@@ -70,13 +70,9 @@ def patch_probe(fit_set, score_set, grid, size, steps):
     head = nn.Linear(features.shape[-1], len(BLOCK_INDEX) + 2)
 
     def loss_of(i):
-        out = head((features[i] - mean) / std)
-        has = present[i].amax(-1, keepdim=True)
-        place = F.l1_loss(torch.sigmoid(out[..., -2:]), offset[i], reduction="none") * has
-        return (F.binary_cross_entropy_with_logits(out[..., :-2], present[i]) * 10
-                + place.sum() / has.sum())
+        return patch_loss(head((features[i] - mean) / std), present[i], offset[i])
 
-    fit(head, loss_of, len(features), steps, "patches")
+    fit(head, loss_of, len(features), steps)
     features, truths = score_set
     shown, where = block_centres(truths)
     with torch.no_grad():

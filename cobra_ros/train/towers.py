@@ -27,6 +27,17 @@ def tower_features(model: Cobra, images: np.ndarray) -> torch.Tensor:
     )
 
 
+def patch_loss(out: torch.Tensor, present: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Stage 1's loss of a per-patch head: which blocks have their centre in each patch
+    (cross-entropy, x10) and where in the patch (L1, over the patches that hold a block).
+
+    out: (N, patches, blocks + 2); present, offset: patch_targets'."""
+    has = present.amax(-1, keepdim=True)
+    place = F.l1_loss(torch.sigmoid(out[..., -2:]), offset, reduction="none") * has
+    return (F.binary_cross_entropy_with_logits(out[..., :-2], present) * 10
+            + place.sum() / has.sum())
+
+
 def pretrain_towers(model: Cobra, images: np.ndarray, truths: list, cfg: TrainConfig, log=print):
     """Stage 1, standing in for the pretrained DINOv2/SigLIP the paper starts from: dense
     supervision of the penultimate-block patch features Cobra reads (which blocks sit in each
@@ -47,16 +58,7 @@ def pretrain_towers(model: Cobra, images: np.ndarray, truths: list, cfg: TrainCo
         pixels = model.vision.preprocess(torch.from_numpy(images[idx]))
         loss = 0.0
         for name, features in model.vision.per_tower(pixels).items():
-            out = heads[name](features)
-            has = present[idx].amax(-1, keepdim=True)
-            loss = (
-                loss
-                + F.binary_cross_entropy_with_logits(out[..., :-2], present[idx]) * 10
-                + (
-                    F.l1_loss(torch.sigmoid(out[..., -2:]), offset[idx], reduction="none") * has
-                ).sum()
-                / has.sum()
-            )
+            loss = loss + patch_loss(heads[name](features), present[idx], offset[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
