@@ -6,7 +6,8 @@ control: a model answering from the words alone keeps its score there, one that 
 ~0.5); presence false "yes" for absent blocks of the set and for colours/shapes no block has;
 counting per number of blocks; closest / extreme / where short answers; description block
 precision / recall and region accuracy; held-out wording families (never trained on) overall and
-negation apart; yes/no under the randomised camera; the locate answer's boxes; latency p50 per
+negation apart; relation questions naming blocks by the dataset's synonyms ("the red block",
+"the star"); yes/no under the randomised camera; the locate answer's boxes; latency p50 per
 call. Every question goes through the engine calls the ROS node uses.
 """
 
@@ -59,6 +60,7 @@ def evaluate(engine, scenes, seed: int = 0, max_new_tokens: int = 96, progress: 
     `scoring`: how yes/no questions are put and scored (`cobra_ros.model.scoring`: plain, or the
     release's pope)."""
     rng = np.random.default_rng(seed)
+    names_rng = np.random.default_rng([seed, 1])  # own draws: the other figures stay as they were
     r = defaultdict(list)  # figure -> samples
     latency = defaultdict(list)
     samples = []
@@ -106,6 +108,13 @@ def evaluate(engine, scenes, seed: int = 0, max_new_tokens: int = 96, progress: 
                 p = engine.yes_no(state, ex.question, scoring=scoring)
                 key = "negation" if wording.negates(ex.family) else "other"
                 r[f"held_out/{key}"].append((p >= 0.5) == ex.label)
+        on_table = [b.name for b in blocks]
+        for ex in scene_examples(blocks, names_rng, size):
+            names = ex.label is not None and questions.synonym_names(ex, on_table, names_rng)
+            if names:
+                ex = questions.worded(ex, "plain", names_rng, standard=True, names=names)
+                p = engine.yes_no(state, ex.question, scoring=scoring)
+                r["names/yes_no"].append((p >= 0.5) == ex.label)
     # The shuffled-image control: each scene's questions asked on the next scene's image.
     for i, (rgb, blocks) in enumerate(scenes if len(scenes) > 1 else ()):
         other = states[(i + 1) % len(scenes)]
@@ -161,6 +170,8 @@ def summarize(r: dict, latency: dict) -> dict:
         "held_out_wording": _mean(held),
         "held_out_negation": _mean(r.get("held_out/negation", [])),
         "n_held_out": len(held),
+        "dataset_names": _mean(r.get("names/yes_no", [])),
+        "n_dataset_names": len(r.get("names/yes_no", [])),
         "camera_yes_no": _mean(r.get("camera/yes_no", [])),
         "n_camera": len(r.get("camera/yes_no", [])),
         "locate_iou50": _mean(r.get("locate/iou50", [])),
@@ -211,6 +222,8 @@ def report_lines(res: dict) -> list[str]:
                  f"{f(res['description_region_accuracy'])} (n={res['n_descriptions']})")
     lines.append(f"held-out wording families {f(res['held_out_wording'])} "
                  f"(n={res['n_held_out']}), negation {f(res['held_out_negation'])}")
+    lines.append(f"blocks called by the dataset's synonyms (\"the red block\", \"the star\"): "
+                 f"yes/no {f(res.get('dataset_names'))} (n={res.get('n_dataset_names', 0)})")
     lines.append(f"randomised camera (4:3, +-5 cm, +-5 deg, +-10% zoom): yes/no "
                  f"{f(res['camera_yes_no'])} (n={res['n_camera']})")
     lines.append(f"locate: IoU >= 0.5 {f(res['locate_iou50'])}, well-formed boxes "

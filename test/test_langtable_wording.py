@@ -99,6 +99,36 @@ def test_a_reworded_question_keeps_its_meaning_in_a_fresh_training_wording():
     assert len(texts) > 2 * len({e.question for e in drawn})
 
 
+def test_dataset_synonyms_name_a_block_only_where_the_board_makes_them_unique():
+    board = ["red_moon", "red_pentagon", "blue_cube", "green_star", "yellow_star"]
+    assert Q.block_synonyms("red_moon", board) == ["moon"]  # two red blocks; one moon
+    assert Q.block_synonyms("blue_cube", board) == ["blue block", "cube"]
+    assert Q.block_synonyms("green_star", board) == ["green block"]  # two stars
+    assert Q.block_synonyms("red_pentagon", board) == ["pentagon"]
+
+
+def test_a_renamed_question_calls_its_blocks_by_their_synonyms_and_keeps_its_answer():
+    by_name = {b.name: b for b in SCENE}
+    on_table = list(by_name)  # one of each colour and shape: every block has both synonyms
+    rng = np.random.default_rng(1)
+    drawn = [e for e in many(W.TRAIN_FAMILIES, standard=False, n=20) if e.relation in TWO_BLOCK]
+    renamed = 0
+    for e in drawn:
+        truth = Q.relation_label(e.relation, *(by_name[n] for n in e.blocks))
+        r = Q.reworded(e, rng, on_table=on_table, rename=1.0)
+        assert r.label == (truth != W.negates(r.family)), r.question
+        assert meaning_of(r.question) == (e.relation, W.negates(r.family)), r.question
+        low = " ".join(r.question.lower().split())
+        for name, said in zip(r.blocks, r.names):
+            assert said in Q.block_synonyms(name, on_table) and said in low, (said, r.question)
+            assert name.replace("_", " ") not in low, r.question
+        renamed += 1
+    assert renamed > 50
+    # presence keeps the full name: "is there a red block?" asks about any red block
+    presence = next(e for e in many(("plain",), n=1) if e.relation == "presence")
+    assert Q.reworded(presence, rng, on_table=on_table, rename=1.0).names == ()
+
+
 def test_presence_covers_absent_blocks_of_the_set_and_blocks_that_do_not_exist():
     examples = many(("plain",), n=60)
     on_table = {b.name for b in SCENE}

@@ -118,6 +118,7 @@ class Example:
     blocks: tuple = ()  # block names the question is about
     image: int = -1  # index into ExampleSet.images
     family: str = ""  # the wording family (wording.FAMILIES) of a kind="v2" yes/no question
+    names: tuple = ()  # the words the question calls each of `blocks` by, when not its full name
 
 
 # ---------------------------------------------------------------- regions and descriptions
@@ -415,22 +416,53 @@ def _choice(rng, options):
     return options[int(rng.integers(len(options)))]
 
 
-def worded(example: Example, family: str, rng, standard: bool) -> Example:
-    """`example` (a plain yes/no question) put in `family`'s words; a negation flips it."""
-    names = [_name_text(n) for n in example.blocks]
-    text = wording.yes_no_text(example.relation, names, family, rng)
+def worded(example: Example, family: str, rng, standard: bool, names=()) -> Example:
+    """`example` (a plain yes/no question) put in `family`'s words; a negation flips it. `names`:
+    the words to call its blocks by (default their full names)."""
+    names = tuple(names)
+    said = list(names) or [_name_text(n) for n in example.blocks]
+    text = wording.yes_no_text(example.relation, said, family, rng)
     if not standard:
         text = wording.typed(text, rng)
     label = example.label != wording.negates(family)
     return replace(example, question=text, answer="Yes" if label else "No", label=label,
-                   family=family)
+                   family=family, names=names)
 
 
-def reworded(example: Example, rng, families=wording.TRAIN_FAMILIES) -> Example:
+def reworded(example: Example, rng, families=wording.TRAIN_FAMILIES, on_table=(),
+             rename: float = 0.0) -> Example:
     """The worded yes/no `example` again, in a family drawn afresh and typed afresh: training
-    sees a new wording each time it draws the question, the answer following the new family."""
+    sees a new wording each time it draws the question, the answer following the new family.
+    With probability `rename` its blocks are called by their dataset synonyms among the blocks
+    `on_table` (`synonym_names`), where they have one."""
     plain = replace(example, label=example.label != wording.negates(example.family))
-    return worded(plain, _choice(rng, families), rng, standard=False)
+    names = synonym_names(example, on_table, rng) if rename and rng.random() < rename else ()
+    return worded(plain, _choice(rng, families), rng, standard=False, names=names)
+
+
+def block_synonyms(name: str, on_table) -> list:
+    """What else Language-Table's instructions call block `name` when the blocks `on_table`
+    (names) are on the board: "red block" if it is the only red one, "star" if it is the only
+    star (the dataset's synonym rule, `../shared/reference/language_table.md`)."""
+    colour, shape = block_colour(name), block_shape(name)
+    out = []
+    if [block_colour(n) for n in on_table].count(colour) == 1:
+        out.append(f"{colour} block")
+    if [block_shape(n) for n in on_table].count(shape) == 1:
+        out.append(shape)
+    return out
+
+
+def synonym_names(example: Example, on_table, rng) -> tuple:
+    """The words to call a relation question's blocks by, each block that has a dataset synonym
+    among `on_table` called by one of them; () when none has (or for presence, where "is there a
+    red block?" would ask something else)."""
+    if example.relation.startswith("presence") or not on_table:
+        return ()
+    options = [block_synonyms(n, on_table) for n in example.blocks]
+    if not any(options):
+        return ()
+    return tuple(_choice(rng, o) if o else _name_text(n) for n, o in zip(example.blocks, options))
 
 
 def _name_text(name: str) -> str:

@@ -31,6 +31,10 @@ class TrainConfig:
     leave_out: str = ""
     # each time a worded yes/no question is drawn, draw its wording family and typing afresh
     reword: bool = False
+    # with reword: the share of relation questions whose blocks are called by the dataset's
+    # synonyms ("the red block" for the only red one, "the star" for the only star) where they
+    # have one
+    rename: float = 0.0
     # a model directory to continue from (its towers, projector, LM and tokenizer)
     init_from: str = ""
     # a model directory whose trained vision towers to reuse (set tower_steps to 0)
@@ -65,5 +69,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(
             "ldp_grid pools only the fused-ldpnet projector: add projector: fused-ldpnet"
         )
+    if cfg.rename and not cfg.reword:
+        raise ValueError("rename renames only reworded questions: add reword: true")
     if cfg.init_from and cfg.towers_from:
         raise ValueError("init_from already brings its towers: drop towers_from")

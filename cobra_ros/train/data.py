@@ -100,9 +100,10 @@ class Batches:
 
     def __init__(
         self, data: questions.ExampleSet, tokenizer: ChatTokenizer, seed: int, relations=None,
-        reword: bool = False, groups: int = 3,
+        reword: bool = False, groups: int = 3, rename: float = 0.0,
     ):
         self.tokenizer, self.truths, self.reword = tokenizer, data.truths, reword
+        self.rename = rename
         self.groups = groups
         self._mention_ends = {}
         self.by_image: list[list[questions.Example]] = [[] for _ in range(len(data.images))]
@@ -121,7 +122,9 @@ class Batches:
             for k in self.rng.choice(len(exs), min(per_image, len(exs)), replace=False):
                 example = exs[k]
                 if self.reword and example.family:
-                    example = questions.reworded(example, self.rng)
+                    on_table = [b.name for b in self.truths[index]]
+                    example = questions.reworded(example, self.rng, on_table=on_table,
+                                                 rename=self.rename)
                 question, answer = training_texts(example, self.rng)
                 prompt, target = (
                     self.tokenizer.prompt_ids(question),
@@ -154,11 +157,12 @@ class Batches:
             return [], []
         placed = {b.name: b for b in visible_blocks(self.truths[image])}
         mentions, places = [], []
-        for slot, name in enumerate(example.blocks):
-            end = self._mention_end(example.question, questions.block_text(name))
+        said = example.names or [questions.block_text(n) for n in example.blocks]
+        for slot, (name, text) in enumerate(zip(example.blocks, said)):
+            end = self._mention_end(example.question, text)
             if name in placed and end is not None:
                 mentions.append((end, board_xy(placed[name])))
-            if name in placed and questions.block_text(name) in example.question:
+            if name in placed and text in example.question:
                 places.append((slot, board_xy(placed[name])))
         return mentions, places
 

@@ -226,11 +226,12 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print, data=None, held_out=
     features = tower_features(model, images)
     if cfg.standardise and not cfg.init_from:
         standardise_projector_input(model, features)
-    batches = Batches(data, tokenizer, cfg.seed, reword=cfg.reword)
+    batches = Batches(data, tokenizer, cfg.seed, reword=cfg.reword, rename=cfg.rename)
     # Questions about one block's presence or identity first: the simplest image lookups, which the
     # relation questions then build on.
     first_batches = (
-        Batches(data, tokenizer, cfg.seed, set(cfg.first_relations.split(",")), cfg.reword)
+        Batches(data, tokenizer, cfg.seed, set(cfg.first_relations.split(",")), cfg.reword,
+                rename=cfg.rename)
         if cfg.first_steps
         else None
     )
