@@ -17,7 +17,11 @@ MEANING = {
     "lower than": "below", "a long way from": "far_from", "far away from": "far_from",
     "next to": "near", "nearby": "near", "close to": "near", "left of": "left_of",
     "right of": "right_of", "above": "above", "below": "below", "far from": "far_from",
-    "near": "near",
+    "near": "near", "on the left of": "left_of", "farther left than": "left_of",
+    "on the right of": "right_of", "farther right than": "right_of", "farther up than": "above",
+    "nearer the top than": "above", "farther down than": "below",
+    "nearer the bottom than": "below", "beside": "near", "adjacent to": "near",
+    "distant from": "far_from",
 }
 TWO_BLOCK = ("left_of", "right_of", "above", "below", "near", "far_from")
 

@@ -19,13 +19,18 @@ import numpy as np
 # The phrase between the two block names, per relation ("Is the A <phrase> the B?"). between
 # names a third block: "... between the B and the C".
 RELATION_PHRASES = {
-    "left_of": ("left of", "to the left of", "on the left side of", "further left than"),
-    "right_of": ("right of", "to the right of", "on the right side of", "further right than"),
-    "above": ("above", "higher than", "further up than", "closer to the top than"),
-    "below": ("below", "lower than", "further down than", "closer to the bottom than"),
-    "near": ("near", "close to", "next to", "nearby"),
-    "far_from": ("far from", "far away from", "a long way from"),
-    "closest_to": ("the closest block to", "the block nearest to", "the nearest block to"),
+    "left_of": ("left of", "to the left of", "on the left side of", "further left than",
+                "on the left of", "farther left than"),
+    "right_of": ("right of", "to the right of", "on the right side of", "further right than",
+                 "on the right of", "farther right than"),
+    "above": ("above", "higher than", "further up than", "closer to the top than",
+              "farther up than", "nearer the top than"),
+    "below": ("below", "lower than", "further down than", "closer to the bottom than",
+              "farther down than", "nearer the bottom than"),
+    "near": ("near", "close to", "next to", "nearby", "beside", "adjacent to"),
+    "far_from": ("far from", "far away from", "a long way from", "distant from"),
+    "closest_to": ("the closest block to", "the block nearest to", "the nearest block to",
+                   "the block closest to"),
     "between": ("between", "in between"),
 }
 # Short forms drop the articles: "red moon left of blue cube?"
