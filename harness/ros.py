@@ -154,6 +154,15 @@ class CobraClient(RosClient):
             result_service_qos_profile=many,
             cancel_service_qos_profile=many,
         )
+        # rclpy's ActionClient drops a goal's feedback callback once its result arrives, and the
+        # result travels apart from the feedback: a last feedback that lands after the result is
+        # never seen there. The action's own feedback topic, read directly, keeps every one.
+        self._feedback = {}  # goal uuid -> [Describe.Feedback]
+        self._on_goal_feedback = {}  # goal uuid -> called after each feedback
+        self.feedback_topic = f"{self.base}/describe/_action/feedback"
+        node.create_subscription(
+            Describe.Impl.FeedbackMessage, self.feedback_topic, self._on_feedback_message, many
+        )
         self.get_params_client = node.create_client(GetParameters, f"{self.base}/get_parameters")
         self.set_params_client = node.create_client(SetParameters, f"{self.base}/set_parameters")
         self._lock = threading.Lock()
@@ -178,6 +187,16 @@ class CobraClient(RosClient):
                 store.append(msg)
         return keep
 
+    def _on_feedback_message(self, msg):
+        goal = bytes(msg.goal_id.uuid)
+        with self._lock:
+            if goal not in self._feedback:
+                return
+            self._feedback[goal].append(msg.feedback)
+            then = self._on_goal_feedback.get(goal)
+        if then is not None:
+            then()
+
     def _on_diagnostics(self, msg):
         now = time.monotonic()
         with self._lock:
@@ -193,6 +212,11 @@ class CobraClient(RosClient):
                 raise TimeoutError(f"{client.srv_name} not available within {timeout} s")
         if not self.describe_client.wait_for_server(timeout_sec=timeout):
             raise TimeoutError(f"{self.base}/describe not available within {timeout} s")
+        self.wait_for(
+            lambda: self.node.count_publishers(self.feedback_topic) > 0,
+            timeout,
+            f"a publisher on {self.feedback_topic}",
+        )
 
     # -- frames -------------------------------------------------------------------------------
     def publish(self, msg, topic: str = "image") -> None:
@@ -245,32 +269,38 @@ class CobraClient(RosClient):
         cancel_after: int | None = None,
         timeout: float = 60.0,
     ):
-        """A Describe goal, cancelled after `cancel_after` feedbacks; (status, result, feedback)"""
+        """A Describe goal, cancelled after `cancel_after` feedbacks; (status, result, feedback).
+
+        `feedback` is the goal's feedback as read from the action's feedback topic; it keeps
+        growing while feedback that landed after the result is still arriving."""
+        from uuid import uuid4
+
+        from unique_identifier_msgs.msg import UUID
+
         from cobra_ros.action import Describe
 
+        goal_id = UUID(uuid=list(uuid4().bytes))
+        key = bytes(goal_id.uuid)
         feedback = []
-        lock = threading.Lock()
         state = {"handle": None, "cancelled": False}
 
         # feedback may arrive before the goal response: whichever comes last cancels
         def cancel_when_due():
-            with lock:
+            with self._lock:
                 due = cancel_after is not None and len(feedback) >= cancel_after
                 if due and state["handle"] is not None and not state["cancelled"]:
                     state["cancelled"] = True
                     state["handle"].cancel_goal_async()
 
-        def on_feedback(msg):
-            with lock:
-                feedback.append(msg.feedback)
-            cancel_when_due()
-
+        with self._lock:
+            self._feedback[key] = feedback
+            self._on_goal_feedback[key] = cancel_when_due
         goal = Describe.Goal(prompt=prompt, max_new_tokens=max_new_tokens, camera=camera)
-        future = self.describe_client.send_goal_async(goal, feedback_callback=on_feedback)
+        future = self.describe_client.send_goal_async(goal, goal_uuid=goal_id)
         goal_handle = self.wait_future(future, timeout, "goal response")
         if not goal_handle.accepted:
             raise RuntimeError("goal rejected")
-        with lock:
+        with self._lock:
             state["handle"] = goal_handle
         cancel_when_due()
         result = self.wait_future(goal_handle.get_result_async(), timeout, "Describe result")
