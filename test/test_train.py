@@ -512,15 +512,37 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     assert cobra_ros.load(tmp_path / "m5").encode(
         np.zeros((64, 64, 3), np.uint8)).num_prefix_tokens == 5
 
+    # continuing deeper: the appended layers start as no-ops, so the deeper model first answers as
+    # the one it continues; training then moves them
+    shallow = cobra_ros.load(tmp_path / "m5").model.eval()
+    n_layer = shallow.cfg.llm.n_layer
+    deeper = train.deepen_llm(shallow, 2, seed=0).eval()
+    assert deeper.cfg.llm.n_layer == n_layer + 2
+    embeds = torch.randn(2, 9, shallow.cfg.llm.d_model)
+    with torch.no_grad():
+        assert torch.allclose(shallow.llm(embeds)[0], deeper.llm(embeds)[0], atol=1e-6)
+        assert torch.equal(shallow.image_tokens(images), deeper.image_tokens(images))
+    train.train(
+        tmp_path / "m6",
+        train.TrainConfig(**{**vars(cfg), "init_from": str(tmp_path / "m5"), "steps": 2,
+                             "tower_steps": 0, "add_layers": 2}),
+        log=lambda *_: None,
+    )
+    grown = cobra_ros.load(tmp_path / "m6").model
+    assert grown.cfg.llm.n_layer == n_layer + 2
+    assert all(layer.mixer.out_proj.weight.abs().max() > 0
+               for layer in grown.llm.backbone.layers[n_layer:])
+
 
 @pytest.mark.parametrize(
     "fields",
     [
         {"ldp_grid": 2},  # the preset's projector does not pool
         {"init_from": "m0", "towers_from": "m0"},
+        {"add_layers": 2},  # nothing to deepen
     ],
 )
 def test_train_rejects_options_it_would_ignore(fields):
-    with pytest.raises(ValueError, match="drop |add projector: fused-ldpnet"):
+    with pytest.raises(ValueError, match="drop |add projector: fused-ldpnet|add init_from"):
         train.check_config(train.TrainConfig(**fields))
     train.check_config(train.TrainConfig(projector="fused-ldpnet", ldp_grid=2))

@@ -15,8 +15,8 @@ from cobra_ros.train.data import (BLOCK_INDEX, DESCRIBE_PROMPTS, IGNORE, MOST_NA
                                   Batches, as_model_inputs, board_xy, length_groups, patch_targets,
                                   probe_targets, scene_table, training_texts, visible_blocks,
                                   with_where_all)
-from cobra_ros.train.loop import (extend_projector, loss_on_answers, lr_at, make_probes,
-                                  regrid_projector, train, yes_no_accuracy)
+from cobra_ros.train.loop import (deepen_llm, extend_projector, loss_on_answers, lr_at,
+                                  make_probes, regrid_projector, train, yes_no_accuracy)
 from cobra_ros.train.plots import plot_history
 from cobra_ros.train.probes import (MentionProbe, SceneProbe, TokenProbe, split_table,
                                     table_loss, watching)
@@ -26,9 +26,9 @@ from cobra_ros.train.towers import (presence_accuracy, pretrain_towers,
 __all__ = [
     "BLOCK_INDEX", "DESCRIBE_PROMPTS", "IGNORE", "MOST_NAMED", "RENDER_SIZE", "Batches",
     "MambaState", "MentionProbe", "SceneProbe", "TokenProbe", "TrainConfig", "as_model_inputs",
-    "board_xy", "check_config", "extend_projector", "length_groups", "loss_on_answers",
-    "lr_at", "make_probes", "patch_targets", "plot_history", "presence_accuracy",
-    "pretrain_towers", "probe_targets", "regrid_projector", "scene_table", "split_table",
-    "standardise_projector_input", "table_loss", "tower_features", "tower_presence", "train",
-    "training_texts", "visible_blocks", "watching", "with_where_all", "yes_no_accuracy",
+    "board_xy", "check_config", "deepen_llm", "extend_projector", "length_groups",
+    "loss_on_answers", "lr_at", "make_probes", "patch_targets", "plot_history",
+    "presence_accuracy", "pretrain_towers", "probe_targets", "regrid_projector", "scene_table",
+    "split_table", "standardise_projector_input", "table_loss", "tower_features", "tower_presence",
+    "train", "training_texts", "visible_blocks", "watching", "with_where_all", "yes_no_accuracy",
 ]

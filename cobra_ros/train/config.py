@@ -59,6 +59,8 @@ class TrainConfig:
     # fused-ldpnet only: pool the patch grid to ldp_grid x ldp_grid image tokens (0: preset's, or
     # init_from's; with init_from, the same weights pool to the new grid: none depends on it)
     ldp_grid: int = 0
+    # with init_from: append this many Mamba layers, starting as no-ops (loop.deepen_llm)
+    add_layers: int = 0
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -71,5 +73,7 @@ def check_config(cfg: TrainConfig) -> None:
         )
     if cfg.rename and not cfg.reword:
         raise ValueError("rename renames only reworded questions: add reword: true")
+    if cfg.add_layers and not cfg.init_from:
+        raise ValueError("add_layers deepens a model it continues: add init_from (start_from)")
     if cfg.init_from and cfg.towers_from:
         raise ValueError("init_from already brings its towers: drop towers_from")

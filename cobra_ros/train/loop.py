@@ -20,7 +20,7 @@ from cobra_ros.langtable.questions import NONEXISTENT
 from cobra_ros.model.checkpoint import load_model_dir, save_model_dir
 from cobra_ros.model.cobra import Cobra, random_cobra
 from cobra_ros.model.config import preset
-from cobra_ros.model.mamba import MambaState, long_memory_init
+from cobra_ros.model.mamba import MambaState, init_weights, long_memory_init
 from cobra_ros.model.tokenizer import ChatTokenizer, build_tokenizer
 from cobra_ros.train.config import TrainConfig, check_config
 from cobra_ros.train.data import (DESCRIBE_PROMPTS, IGNORE, MOST_NAMED, RENDER_SIZE, Batches,
@@ -65,6 +65,28 @@ def regrid_projector(model: Cobra, grid: int) -> Cobra:
     regridded.llm.load_state_dict(model.llm.state_dict())
     regridded.projector.load_state_dict(model.projector.state_dict())
     return regridded
+
+
+@torch.no_grad()
+def deepen_llm(model: Cobra, extra: int, seed: int) -> Cobra:
+    """The same model with `extra` Mamba layers appended after its last one. They start as Mamba
+    (and long memory) initialises them, except that their output projections are zero: each
+    adds nothing to the residual stream, so the deeper model first answers exactly as `model`
+    does, and the earlier layers (which the probes read by index) keep their places."""
+    cfg = replace(model.cfg, llm=replace(model.cfg.llm, n_layer=model.cfg.llm.n_layer + extra))
+    deeper = Cobra(cfg, model.vision.dino, model.vision.siglip)
+    generator = torch.Generator().manual_seed(seed)
+    init_weights(deeper.llm, generator)
+    long_memory_init(deeper.llm, generator)
+    missing, unexpected = deeper.llm.load_state_dict(model.llm.state_dict(), strict=False)
+    n = model.cfg.llm.n_layer
+    if unexpected or any(not k.startswith("backbone.layers.") or int(k.split(".")[2]) < n
+                         for k in missing):
+        raise ValueError("deepen_llm: the saved LM does not fit the first layers")
+    for layer in deeper.llm.backbone.layers[n:]:
+        layer.mixer.out_proj.weight.zero_()
+    deeper.projector.load_state_dict(model.projector.state_dict())
+    return deeper
 
 
 def make_probes(cfg: TrainConfig, model: Cobra, features: torch.Tensor) -> dict:
@@ -191,6 +213,8 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print, data=None, held_out=
             model = extend_projector(model, cfg.projector)
         if cfg.ldp_grid and cfg.ldp_grid != model.cfg.ldp_grid:
             model = regrid_projector(model, cfg.ldp_grid)
+        if cfg.add_layers:
+            model = deepen_llm(model, cfg.add_layers, cfg.seed)
         model_cfg = model.cfg
     else:
         corpus = [t for e in data.examples for t in (e.question, e.answer)] + list(
