@@ -437,6 +437,15 @@ def test_a_small_run_writes_a_model_that_loads_and_learnt(tmp_path):
     kept = cobra_ros.load(tmp_path / "m2p").model
     for a, b in zip(before.state_dict().values(), kept.state_dict().values()):
         assert torch.equal(a, b)
+    # a continuation given tower_steps trains its towers on, once its first probe_steps have
+    # fitted the fresh stage-1 heads alone
+    for name, probe_steps, moved in (("m2h", 2, False), ("m2t", 1, True)):
+        train.train(tmp_path / name, train.TrainConfig(
+            **{**vars(more), "steps": 0, "tower_steps": 2, "probe_steps": probe_steps}),
+            log=lambda *_: None)
+        towers = cobra_ros.load(tmp_path / name).model.vision.state_dict().values()
+        assert moved != all(torch.equal(a, b)
+                            for a, b in zip(before.vision.state_dict().values(), towers))
 
     # a fresh projector and LM on the saved model's towers, here the LDPv2 projector pooling the
     # image to 1 token

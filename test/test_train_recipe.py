@@ -38,6 +38,10 @@ def test_phases_chain_as_their_from_says(tmp_path):
     assert (first.init_from, first.towers_from, first.tower_steps) == ("", "", 2)
     assert (lm.towers_from, lm.init_from, lm.token_loss, lm.preset) == ("p0", "", 1.0, "micro")
     assert (more.init_from, more.tower_steps, more.steps, more.lr) == ("p1", 0, 1, 0.5)
+    # a continuation keeps its towers frozen unless its phase trains them on
+    again = {**recipe, "phases": recipe["phases"] + [{"name": "towers again", "tower_steps": 3}]}
+    retrained = R.phase_config(again, len(again["phases"]) - 1, "p2")
+    assert (retrained.init_from, retrained.tower_steps) == ("p2", 3)
 
 
 def test_one_command_writes_the_model_its_recipe_version_and_figures(tmp_path, capsys):

@@ -102,12 +102,15 @@ def phase_config(recipe: dict, index: int, previous, overrides=None,
         values["init_from"] = str(previous)
     elif previous is not None and mode == "towers-only":
         values["towers_from"] = str(previous)
+    # continuing: the towers are already trained, and stay frozen unless the recipe sets
+    # tower_steps (then stage 1 trains them on, on this recipe's scenes)
+    towers_set = "tower_steps" in values
     if max_steps is not None:
         for key in ("steps", "tower_steps", "first_steps", "probe_steps", "warmup"):
             values[key] = min(values.get(key, getattr(TrainConfig, key)), max_steps)
     cfg = TrainConfig(**values)
-    if cfg.init_from or cfg.towers_from:
-        cfg.tower_steps = 0  # continuing: the towers are already trained (and frozen)
+    if (cfg.init_from or cfg.towers_from) and not towers_set:
+        cfg.tower_steps = 0
     return cfg
 
 

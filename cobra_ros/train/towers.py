@@ -41,19 +41,27 @@ def patch_loss(out: torch.Tensor, present: torch.Tensor, offset: torch.Tensor) -
 def pretrain_towers(model: Cobra, images: np.ndarray, truths: list, cfg: TrainConfig, log=print):
     """Stage 1, standing in for the pretrained DINOv2/SigLIP the paper starts from: dense
     supervision of the penultimate-block patch features Cobra reads (which blocks sit in each
-    patch, and where), through a throwaway linear head per tower."""
+    patch, and where), through a throwaway linear head per tower. The first cfg.probe_steps
+    train only the heads, so that towers trained before (a continuation) are not moved by random
+    heads."""
     grid = model.cfg.dino.image_size // 14
     present, offset = patch_targets(truths, grid, model.cfg.dino.image_size)
     towers = [model.vision.dino, model.vision.siglip]
     heads = nn.ModuleDict({name: nn.Linear(t.embed_dim, len(questions.ALL_BLOCKS) + 2)
                            for name, t in zip(("dino", "siglip"), towers)})
-    params = [p for t in towers for p in t.parameters()] + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.tower_lr, weight_decay=0.01)
+    for tower in towers:
+        tower.requires_grad_(True).train()
+    opt = torch.optim.AdamW(
+        [{"params": [p for t in towers for p in t.parameters()], "head": False},
+         {"params": list(heads.parameters()), "head": True}],
+        lr=cfg.tower_lr, weight_decay=0.01,
+    )
     rng = np.random.default_rng(cfg.seed + 1)
     bar = tqdm(range(cfg.tower_steps), desc="towers", unit="step")
     for step in bar:
+        lr = cfg.tower_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.tower_steps))
         for group in opt.param_groups:
-            group["lr"] = cfg.tower_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.tower_steps))
+            group["lr"] = lr if group["head"] or step >= cfg.probe_steps else 0.0
         idx = rng.choice(len(images), cfg.tower_batch, replace=False)
         pixels = model.vision.preprocess(torch.from_numpy(images[idx]))
         loss = 0.0
