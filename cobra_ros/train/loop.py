@@ -78,11 +78,11 @@ def deepen_llm(model: Cobra, extra: int, seed: int) -> Cobra:
     generator = torch.Generator().manual_seed(seed)
     init_weights(deeper.llm, generator)
     long_memory_init(deeper.llm, generator)
+    new = set(deeper.llm.state_dict()) - set(model.llm.state_dict())
     missing, unexpected = deeper.llm.load_state_dict(model.llm.state_dict(), strict=False)
-    n = model.cfg.llm.n_layer
-    if unexpected or any(not k.startswith("backbone.layers.") or int(k.split(".")[2]) < n
-                         for k in missing):
+    if unexpected or set(missing) != new:
         raise ValueError("deepen_llm: the saved LM does not fit the first layers")
+    n = model.cfg.llm.n_layer
     for layer in deeper.llm.backbone.layers[n:]:
         layer.mixer.out_proj.weight.zero_()
     deeper.projector.load_state_dict(model.projector.state_dict())
