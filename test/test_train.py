@@ -180,6 +180,36 @@ def test_batches_label_only_answer_tokens_and_honour_the_curriculum(tiny_engine)
             )
 
 
+def test_weighted_relations_are_drawn_as_often_as_their_weights_say(tiny_engine, tmp_path):
+    data = questions.make_examples(3, 6, image_size=32)
+    tok = tiny_engine.tokenizer
+
+    def share_of_counts(weights):
+        batches = train.Batches(data, tok, seed=0, weights=weights)
+        counts = total = 0
+        for _ in range(100):
+            _, groups = batches.sample(6, 2)
+            for rows, ids, labels, *_ in groups:
+                for seq, lab in zip(ids, labels):
+                    start = int((lab != train.IGNORE).nonzero()[0])
+                    counts += "how many" in tok.decode(seq[:start + 1].tolist()).lower()
+                    total += 1
+        return counts / total
+
+    # one count question per scene among some thirty, two drawn per scene: uniform draws meet it
+    # in a few percent of the questions, weight 10 several times as often
+    uniform, weighted = share_of_counts(None), share_of_counts(train.relation_weights("count=10"))
+    assert uniform < 0.08 and weighted > 4 * uniform, (uniform, weighted)
+    assert train.relation_weights(" closest=4, extreme=2.5") == {"closest": 4.0, "extreme": 2.5}
+    for bad in ("closest", "closest=0", "closest=-1", "=3", "closest=x"):
+        with pytest.raises(ValueError, match="relation=weight"):
+            train.relation_weights(bad)
+    # a misspelt relation would weigh nothing: the run refuses it before building a model
+    with pytest.raises(ValueError, match="closet"):
+        train.train(tmp_path, train.TrainConfig(weigh_relations="closet=4"), log=lambda *a: None,
+                    data=data, held_out=data)
+
+
 def test_mentions_point_at_the_end_of_each_visible_block_a_question_names(tiny_engine):
     tok = tiny_engine.tokenizer
     data = questions.make_examples(5, 6, image_size=32)

@@ -10,7 +10,7 @@ does at inference. A recipe (recipe.py) chains runs into phases and writes the m
 recipe, code version and figures.
 """
 from cobra_ros.model.mamba import MambaState
-from cobra_ros.train.config import TrainConfig, check_config
+from cobra_ros.train.config import TrainConfig, check_config, relation_weights
 from cobra_ros.train.data import (BLOCK_INDEX, DESCRIBE_PROMPTS, IGNORE, MOST_NAMED, RENDER_SIZE,
                                   Batches, as_model_inputs, board_xy, length_groups, patch_targets,
                                   probe_targets, scene_table, training_texts, visible_blocks,
@@ -27,7 +27,7 @@ __all__ = [
     "BLOCK_INDEX", "DESCRIBE_PROMPTS", "IGNORE", "MOST_NAMED", "RENDER_SIZE", "Batches",
     "MambaState", "MentionProbe", "SceneProbe", "TokenProbe", "TrainConfig", "as_model_inputs",
     "board_xy", "check_config", "deepen_llm", "extend_projector", "length_groups",
-    "loss_on_answers", "lr_at", "make_probes", "patch_targets", "plot_history",
+    "loss_on_answers", "lr_at", "make_probes", "relation_weights", "patch_targets", "plot_history",
     "presence_accuracy", "pretrain_towers", "probe_targets", "regrid_projector", "scene_table",
     "split_table", "standardise_projector_input", "table_loss", "tower_features", "tower_presence",
     "train", "training_texts", "visible_blocks", "watching", "with_where_all", "yes_no_accuracy",

@@ -53,6 +53,10 @@ class TrainConfig:
     probe_steps: int = 0
     where_all: bool = False  # ask "where is ...?" about every visible block of a scene, not one
     weigh_answers: bool = False  # every answer weighs the same in the loss, not every answer token
+    # draw some relations' examples more often than others within a scene ("closest=4,extreme=4":
+    # a scene's closest question is four times as likely to be among its questions_per_scene as
+    # one of its yes/no questions); unnamed relations weigh 1
+    weigh_relations: str = ""
     standardise: bool = False  # standardise_projector_input before stage 2
     # a projector kind (config.ARCH_SPECIFIERS) instead of the preset's (or init_from's)
     projector: str = ""
@@ -75,5 +79,24 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("rename renames only reworded questions: add reword: true")
     if cfg.add_layers and not cfg.init_from:
         raise ValueError("add_layers deepens a model it continues: add init_from (start_from)")
+    relation_weights(cfg.weigh_relations)
     if cfg.init_from and cfg.towers_from:
         raise ValueError("init_from already brings its towers: drop towers_from")
+
+
+def relation_weights(text: str) -> dict[str, float]:
+    """Parse weigh_relations ("closest=4,extreme=2") into {relation: weight}; a clear error for
+    anything else."""
+    weights = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            weight = float(value) if sep else float("nan")
+        except ValueError:
+            weight = float("nan")
+        if not name.strip() or not weight > 0:
+            raise ValueError(
+                f"weigh_relations takes relation=weight pairs with weights > 0, not {item!r}"
+            )
+        weights[name.strip()] = weight
+    return weights

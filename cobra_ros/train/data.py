@@ -100,9 +100,12 @@ class Batches:
 
     def __init__(
         self, data: questions.ExampleSet, tokenizer: ChatTokenizer, seed: int, relations=None,
-        reword: bool = False, groups: int = 3, rename: float = 0.0,
+        reword: bool = False, groups: int = 3, rename: float = 0.0, weights=None,
     ):
+        """weights: {relation: weight} for drawing a scene's questions (others weigh 1); None
+        draws them uniformly."""
         self.tokenizer, self.truths, self.reword = tokenizer, data.truths, reword
+        self.weights = weights or None
         self.rename = rename
         self.groups = groups
         self._mention_ends = {}
@@ -119,7 +122,11 @@ class Batches:
         rows, seqs = [], []
         for row, index in enumerate(picked):
             exs = self.by_image[index]
-            for k in self.rng.choice(len(exs), min(per_image, len(exs)), replace=False):
+            p = None
+            if self.weights:
+                p = np.array([self.weights.get(e.relation, 1.0) for e in exs])
+                p /= p.sum()
+            for k in self.rng.choice(len(exs), min(per_image, len(exs)), replace=False, p=p):
                 example = exs[k]
                 if self.reword and example.family:
                     on_table = [b.name for b in self.truths[index]]

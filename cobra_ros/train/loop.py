@@ -22,7 +22,7 @@ from cobra_ros.model.cobra import Cobra, random_cobra
 from cobra_ros.model.config import preset
 from cobra_ros.model.mamba import MambaState, init_weights, long_memory_init
 from cobra_ros.model.tokenizer import ChatTokenizer, build_tokenizer
-from cobra_ros.train.config import TrainConfig, check_config
+from cobra_ros.train.config import TrainConfig, check_config, relation_weights
 from cobra_ros.train.data import (DESCRIBE_PROMPTS, IGNORE, MOST_NAMED, RENDER_SIZE, Batches,
                                   as_model_inputs, scene_table, with_where_all)
 from cobra_ros.train.plots import plot_history
@@ -207,6 +207,12 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print, data=None, held_out=
     if cfg.leave_out:
         left_out = set(cfg.leave_out.split(","))
         data.examples = [e for e in data.examples if e.relation not in left_out]
+    weights = relation_weights(cfg.weigh_relations)
+    unknown = set(weights) - {e.relation for e in data.examples}
+    if unknown:
+        raise ValueError(
+            f"weigh_relations names relations no training example has: {sorted(unknown)}"
+        )
     if cfg.init_from:
         model, tokenizer = load_model_dir(cfg.init_from)
         if cfg.projector and cfg.projector != model.cfg.projector_kind:
@@ -250,7 +256,8 @@ def train(out_dir: str | Path, cfg: TrainConfig, log=print, data=None, held_out=
     features = tower_features(model, images)
     if cfg.standardise and not cfg.init_from:
         standardise_projector_input(model, features)
-    batches = Batches(data, tokenizer, cfg.seed, reword=cfg.reword, rename=cfg.rename)
+    batches = Batches(data, tokenizer, cfg.seed, reword=cfg.reword, rename=cfg.rename,
+                      weights=weights)
     # Questions about one block's presence or identity first: the simplest image lookups, which the
     # relation questions then build on.
     first_batches = (
